@@ -1,0 +1,130 @@
+import NIOCore
+
+/// Puts one direction of a TCP connection back in sequence order (RFC 9293 §3.4).
+///
+/// Retransmitted and overlapping bytes are delivered once; segments that come
+/// early wait (up to ``bufferLimit`` bytes) for the hole before them; a hole
+/// that is never filled is delivered as a gap so that the decoder above can
+/// resynchronise instead of reading garbage.
+public struct TCPReassembler: Sendable {
+    public enum Delivery: Hashable, Sendable {
+        case data(ByteBuffer)
+        case gap(UInt64, snaplen: Bool)
+    }
+
+    private struct Pending: Sendable {
+        var sequence: UInt32
+        var payload: ByteBuffer
+        var missingTail: Int
+        var length: Int { payload.readableBytes + missingTail }
+    }
+
+    /// The next sequence number expected; `nil` until the first segment.
+    public private(set) var nextSequence: UInt32?
+    private var pending: [Pending] = []
+    private var pendingBytes = 0
+    public var bufferLimit: Int
+
+    /// Set once a FIN has been delivered in order.
+    public private(set) var finished = false
+    private var finSequence: UInt32?
+
+    public init(bufferLimit: Int = 4 * 1024 * 1024) {
+        self.bufferLimit = bufferLimit
+    }
+
+    /// Bytes waiting for an earlier hole to be filled.
+    public var bufferedByteCount: Int { pendingBytes }
+
+    /// Adds a segment; `missingTail` counts payload bytes the capture cut off.
+    public mutating func add(
+        sequence: UInt32,
+        syn: Bool,
+        fin: Bool,
+        payload: ByteBuffer,
+        missingTail: Int = 0,
+        deliver: (Delivery) -> Void
+    ) {
+        var start = sequence
+        if syn {
+            start = sequence &+ 1
+            if nextSequence == nil { nextSequence = start }
+        }
+        if nextSequence == nil { nextSequence = start }
+        if fin {
+            finSequence = start &+ UInt32(truncatingIfNeeded: payload.readableBytes + missingTail)
+        }
+        if payload.readableBytes + missingTail > 0 {
+            insert(Pending(sequence: start, payload: payload, missingTail: missingTail), deliver: deliver)
+        }
+        drainInOrder(deliver: deliver)
+    }
+
+    private mutating func insert(_ segment: Pending, deliver: (Delivery) -> Void) {
+        guard let next = nextSequence else { return }
+        let offset = Int32(bitPattern: segment.sequence &- next)
+        if offset <= 0 && Int(offset) + segment.length <= 0 {
+            return  // Entirely before what we have delivered: a retransmission.
+        }
+        if offset <= 0 {
+            deliverInOrder(segment, deliver: deliver)
+            return
+        }
+        // Early: keep it, in sequence order, unless the same bytes are held.
+        let index = pending.firstIndex { Int32(bitPattern: $0.sequence &- segment.sequence) > 0 } ?? pending.count
+        if index > 0, pending[index - 1].sequence == segment.sequence, pending[index - 1].length >= segment.length {
+            return
+        }
+        pending.insert(segment, at: index)
+        pendingBytes += segment.payload.readableBytes
+        while pendingBytes > bufferLimit, let first = pending.first {
+            // The hole is not going to be filled within our budget: give it up.
+            let hole = UInt64(UInt32(bitPattern: Int32(bitPattern: first.sequence &- nextSequence!)))
+            deliver(.gap(hole, snaplen: false))
+            nextSequence = first.sequence
+            drainInOrder(deliver: deliver)
+        }
+    }
+
+    /// Delivers the part of `segment` at or after `nextSequence`.
+    private mutating func deliverInOrder(_ segment: Pending, deliver: (Delivery) -> Void) {
+        let next = nextSequence!
+        var skip = Int(Int32(bitPattern: next &- segment.sequence))
+        var payload = segment.payload
+        let fromPayload = min(skip, payload.readableBytes)
+        payload.moveReaderIndex(forwardBy: fromPayload)
+        skip -= fromPayload
+        if payload.readableBytes > 0 { deliver(.data(payload)) }
+        let missing = segment.missingTail - skip
+        if missing > 0 { deliver(.gap(UInt64(missing), snaplen: true)) }
+        nextSequence = next &+ UInt32(payload.readableBytes + max(0, missing))
+    }
+
+    private mutating func drainInOrder(deliver: (Delivery) -> Void) {
+        while let first = pending.first, let next = nextSequence,
+            Int32(bitPattern: first.sequence &- next) <= 0
+        {
+            pending.removeFirst()
+            pendingBytes -= first.payload.readableBytes
+            if Int(Int32(bitPattern: first.sequence &- next)) + first.length > 0 {
+                deliverInOrder(first, deliver: deliver)
+            }
+        }
+        if let fin = finSequence, let next = nextSequence, Int32(bitPattern: next &- fin) >= 0 {
+            finished = true
+        }
+    }
+
+    /// Delivers everything still held, with a gap for each hole: the capture
+    /// has ended, or the connection was reset.
+    public mutating func flush(deliver: (Delivery) -> Void) {
+        while let first = pending.first, let next = nextSequence {
+            let hole = Int32(bitPattern: first.sequence &- next)
+            if hole > 0 {
+                deliver(.gap(UInt64(hole), snaplen: false))
+                nextSequence = first.sequence
+            }
+            drainInOrder(deliver: deliver)
+        }
+    }
+}

@@ -1,0 +1,201 @@
+import NIOCore
+
+/// A tolerant, streaming decoder for one direction of a WebSocket connection.
+///
+/// Feed bytes with ``append(_:)`` and drain ``next()`` until it returns `nil`.
+/// Payloads are handed out unmasked, in the pieces they arrived in, so a frame
+/// of any size passes through in bounded memory. Nothing is refused: reserved
+/// opcodes, RSV bits and odd lengths are decoded and left to the caller to
+/// judge (RFC 6455 §5.2).
+public struct FrameDecoder: Sendable {
+    public enum Output: Hashable, Sendable {
+        /// A frame starts; its payload follows as zero or more `payload` parts.
+        case header(FrameHeader)
+        /// The next unmasked piece of the current frame's payload.
+        case payload(ByteBuffer)
+        /// The current frame's payload is complete.
+        case end
+        /// Bytes passed over while looking for a frame boundary after a gap.
+        case skipped(Int)
+    }
+
+    /// What became of a gap reported through ``skip(_:)``.
+    public enum GapOutcome: Hashable, Sendable {
+        /// The lost bytes lay inside the current payload; framing is intact.
+        case insidePayload
+        /// The gap ended exactly at a frame boundary; framing is intact.
+        case atBoundary
+        /// Framing is lost; the decoder now searches for a plausible header.
+        case resynchronizing
+    }
+
+    private enum State: Hashable, Sendable {
+        case header
+        case payload(header: FrameHeader, remaining: UInt64, offset: UInt64)
+        case frameEnded
+        case resynchronizing
+    }
+
+    private var state: State = .header
+    private var buffer: ByteBuffer
+
+    /// Whether the sender of this direction is expected to mask; guides the
+    /// search for a frame boundary after a gap. `nil` when unknown.
+    public var senderMasks: Bool?
+
+    /// When a search for a frame boundary has looked this far without
+    /// confirmation, it accepts the first plausible header.
+    public var resynchronizationWindow = 64 * 1024
+
+    /// - Parameter synchronized: `false` when the stream may start inside a
+    ///   frame (a capture begun mid-connection); the decoder then searches for
+    ///   the first plausible header before decoding.
+    public init(senderMasks: Bool? = nil, synchronized: Bool = true) {
+        self.senderMasks = senderMasks
+        self.buffer = ByteBufferAllocator().buffer(capacity: 0)
+        self.state = synchronized ? .header : .resynchronizing
+    }
+
+    /// Bytes buffered but not yet decoded (a partial header, or bytes under
+    /// examination while resynchronising).
+    public var bufferedByteCount: Int { buffer.readableBytes }
+
+    /// Whether the decoder is between frames.
+    public var isAtFrameBoundary: Bool {
+        if case .header = state { return buffer.readableBytes == 0 }
+        return false
+    }
+
+    public mutating func append(_ bytes: ByteBuffer) {
+        if buffer.readableBytes == 0 {
+            // Common case: the previous segment was consumed whole; take the new
+            // one as it is instead of copying it.
+            buffer = bytes
+        } else {
+            var bytes = bytes
+            if buffer.readerIndex > 64 * 1024 { buffer.discardReadBytes() }
+            buffer.writeBuffer(&bytes)
+        }
+    }
+
+    public mutating func next() -> Output? {
+        switch state {
+        case .header:
+            return decodeHeader()
+        case .payload(let header, let remaining, let offset):
+            if remaining == 0 {
+                state = .header
+                return .end
+            }
+            let available = buffer.readableBytes
+            guard available > 0 else { return nil }
+            let count = Int(min(UInt64(available), remaining))
+            var piece = buffer.readSlice(length: count)!
+            if let key = header.maskingKey {
+                // Copy out of the shared buffer before unmasking in place.
+                var copy = ByteBufferAllocator().buffer(capacity: count)
+                copy.writeBuffer(&piece)
+                copy.withUnsafeMutableReadableBytes { key.apply(to: $0, offset: Int(offset & 3)) }
+                piece = copy
+            }
+            state = .payload(header: header, remaining: remaining - UInt64(count), offset: offset + UInt64(count))
+            return .payload(piece)
+        case .frameEnded:
+            state = .header
+            return .end
+        case .resynchronizing:
+            return resynchronize()
+        }
+    }
+
+    private mutating func decodeHeader() -> Output? {
+        let parsed = buffer.withUnsafeReadableBytes { FrameHeader.parse($0) }
+        guard let (header, length) = parsed else { return nil }
+        buffer.moveReaderIndex(forwardBy: length)
+        state = .payload(header: header, remaining: header.payloadLength, offset: 0)
+        return .header(header)
+    }
+
+    /// Reports `count` bytes lost from the stream after everything appended so
+    /// far (a capture gap). Drain ``next()`` first: the gap follows those bytes.
+    public mutating func skip(_ count: UInt64) -> GapOutcome {
+        switch state {
+        case .payload(let header, let remaining, let offset) where buffer.readableBytes == 0:
+            if count < remaining {
+                state = .payload(header: header, remaining: remaining - count, offset: offset + count)
+                return .insidePayload
+            }
+            if count == remaining {
+                state = .frameEnded
+                return .atBoundary
+            }
+            state = .resynchronizing
+            return .resynchronizing
+        case .header where buffer.readableBytes == 0 && count == 0:
+            return .atBoundary
+        default:
+            buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+            state = .resynchronizing
+            return .resynchronizing
+        }
+    }
+
+    private mutating func resynchronize() -> Output? {
+        let masks = senderMasks
+        let window = resynchronizationWindow
+        let (found, rejected) = buffer.withUnsafeReadableBytes {
+            FrameDecoder.searchFrameStart(in: $0, masked: masks, window: window)
+        }
+        if rejected > 0 {
+            buffer.moveReaderIndex(forwardBy: rejected)
+            if found != nil { state = .header }
+            return .skipped(rejected)
+        }
+        guard found != nil else { return nil }
+        state = .header
+        return decodeHeader()
+    }
+
+    /// Looks for the first offset in `bytes` where a plausible header starts and
+    /// is followed by another plausible header or by the end of `bytes`.
+    ///
+    /// Returns the offset found, if any, and how many leading bytes were judged
+    /// unable to start a frame (the caller may drop them). A candidate whose
+    /// frame runs past the end of `bytes` is accepted only once `window` bytes
+    /// have been looked at; until then the search waits for more data.
+    public static func searchFrameStart(
+        in bytes: UnsafeRawBufferPointer,
+        masked: Bool?,
+        window: Int
+    ) -> (found: Int?, rejected: Int) {
+        var start = 0
+        while start + 2 <= bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[start...])
+            guard let (header, length) = FrameHeader.parse(rest) else { return (nil, start) }
+            if header.isPlausible(masked: masked) {
+                let end = UInt64(start + length) + header.payloadLength
+                if end == UInt64(bytes.count) { return (start, start) }
+                if end < UInt64(bytes.count) {
+                    let after = UnsafeRawBufferPointer(rebasing: bytes[Int(end)...])
+                    if let (next, _) = FrameHeader.parse(after) {
+                        if next.isPlausible(masked: masked) { return (start, start) }
+                    } else {
+                        return (nil, start)
+                    }
+                } else {
+                    return bytes.count - start >= window ? (start, start) : (nil, start)
+                }
+            }
+            start += 1
+        }
+        return (nil, start)
+    }
+
+    /// Gives up on the bytes held for resynchronisation, e.g. at the end of a
+    /// stream; returns how many were dropped.
+    public mutating func discardBuffered() -> Int {
+        let count = buffer.readableBytes
+        buffer.moveReaderIndex(forwardBy: count)
+        return count
+    }
+}

@@ -1,0 +1,93 @@
+import ArgumentParser
+import InspectorOutput
+import PacketCapture
+import WebSocketWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Set from the SIGINT handler; the capture loop polls it between packets.
+nonisolated(unsafe) private var interrupted: sig_atomic_t = 0
+
+struct CaptureCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capture",
+        abstract: "Decode WebSocket traffic live from a network interface (needs root or CAP_NET_RAW).",
+        discussion: "Frames print as they arrive; Ctrl-C stops the capture and prints the summary."
+    )
+
+    @Option(name: .shortAndLong, help: "Interface to capture on, e.g. lo, eth0 or any.")
+    var interface: String
+
+    @Argument(help: "Optional BPF filter expression, e.g. 'tcp port 8080' (same as --filter).")
+    var expression: [String] = []
+
+    @Option(name: .long, help: "Also save the raw packets to this pcap file.")
+    var write: String?
+
+    @Option(name: .long, help: "Stop after this many packets.")
+    var count: Int?
+
+    @OptionGroup var decode: DecodeOptions
+    @OptionGroup var view: ViewOptions
+
+    func validate() throws {
+        if decode.filter != nil && !expression.isEmpty {
+            throw ValidationError("give the filter either as --filter or as the trailing expression, not both")
+        }
+    }
+
+    func run() throws {
+        var printer = try EventPrinter(view: view)
+        let source: PacketSource
+        do {
+            source = try PacketSource.openLive(interface: interface)
+            let filter = decode.filter ?? (expression.isEmpty ? nil : expression.joined(separator: " "))
+            if let filter { try source.setFilter(filter) }
+            if let write { try source.write(to: write) }
+        } catch {
+            printError(error.description)
+            throw ExitCodes.code(for: error)
+        }
+        signal(SIGINT) { _ in interrupted = 1 }
+        signal(SIGTERM) { _ in interrupted = 1 }
+        printError("capturing on \(interface) (\(source.linkType)); Ctrl-C to stop")
+        var decoder = CaptureDecoder(configuration: decode.configuration)
+        var number = 0
+        var lastTime = Timestamp.zero
+        var failure: CaptureError?
+        while interrupted == 0 {
+            let result: PacketSource.ReadResult
+            do {
+                result = try source.next()
+            } catch {
+                failure = error
+                break
+            }
+            switch result {
+            case .packet(let packet):
+                number += 1
+                lastTime = packet.time
+                decoder.process(packet.bytes, originalLength: packet.originalLength, linkType: source.linkType, time: packet.time, number: number)
+                while let event = decoder.nextEvent() { printer.print(event) }
+                printer.output.flush()
+                if let count, number >= count { interrupted = 1 }
+            case .timeout:
+                continue
+            case .end:
+                interrupted = 1
+            }
+        }
+        decoder.finish(at: lastTime)
+        while let event = decoder.nextEvent() { printer.print(event) }
+        var summary = SessionSummary(decoder.statistics)
+        summary.filteredOut = printer.filteredOut
+        if let failure { summary.stoppedEarly = failure.description }
+        printer.printSummary(summary)
+        if let failure {
+            printError(failure.description)
+            throw ExitCodes.code(for: failure)
+        }
+    }
+}

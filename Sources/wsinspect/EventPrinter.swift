@@ -1,0 +1,70 @@
+import InspectorOutput
+import NIOCore
+import PacketCapture
+import WebSocketWire
+
+/// Runs events through the view's filter and formatter to standard output.
+struct EventPrinter {
+    let filter: EventFilter
+    let format: ViewOptions.Format
+    let text: TextFormatter
+    let json = JSONLinesFormatter()
+    let messagesOnly: Bool
+    var output = OutputStream()
+    private var writer = JSONWriter()
+    var filteredOut = 0
+
+    init(view: ViewOptions) throws {
+        filter = try view.makeFilter()
+        format = view.format
+        text = TextFormatter(options: view.textOptions())
+        messagesOnly = view.messages
+    }
+
+    mutating func print(_ event: InspectorEvent) {
+        guard filter.admits(event) else {
+            filteredOut += 1
+            return
+        }
+        switch format {
+        case .text:
+            let line = text.format(event)
+            if !line.isEmpty { output.write(line) }
+        case .jsonl:
+            if messagesOnly, case .frame = event { return }
+            writer.bytes.removeAll(keepingCapacity: true)
+            json.append(event, to: &writer)
+            output.write(writer.bytes)
+        }
+    }
+
+    mutating func printSummary(_ summary: SessionSummary) {
+        switch format {
+        case .text:
+            output.write(text.format(summary))
+        case .jsonl:
+            writer.bytes.removeAll(keepingCapacity: true)
+            json.append(summary, to: &writer)
+            output.write(writer.bytes)
+        }
+        output.flush()
+    }
+}
+
+extension SessionSummary {
+    init(_ statistics: CaptureStatistics) {
+        self.init()
+        packets = statistics.packets
+        bytes = statistics.bytes
+        tcpConnections = statistics.tcpConnections
+        webSocketConnections = statistics.webSocketConnections
+        rejectedHandshakes = statistics.rejectedHandshakes
+        frames = statistics.frames
+        messages = statistics.messages
+        findings = statistics.findings
+        gaps = statistics.gaps
+        lostBytes = statistics.lostBytes
+        truncatedPackets = statistics.truncatedPackets
+        skipped = statistics.skipped
+    }
+}

@@ -1,0 +1,17 @@
+import ArgumentParser
+
+@main
+struct WSInspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wsinspect",
+        abstract: "Inspect WebSocket traffic: decode captures and live interfaces frame by frame.",
+        discussion: """
+            Exit codes: 0 success; 2 the capture ended early (truncated file), events up to \
+            that point were printed; 64 bad usage; 65 input is not a capture file; \
+            66 input file missing or unreadable; 69 no such interface; 74 output could not \
+            be written; 77 permission denied for live capture.
+            """,
+        version: "0.1.0",
+        subcommands: [ReadCommand.self, CaptureCommand.self]
+    )
+}
