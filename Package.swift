@@ -1,5 +1,8 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 import PackageDescription
+
+/// Our own code builds with warnings as errors (house style); dependencies do not.
+let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
 
 let package = Package(
     name: "wsinspect",
@@ -31,7 +34,8 @@ let package = Package(
                 "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
-            ]
+            ],
+            swiftSettings: strict
         ),
         .target(
             name: "PacketCapture",
@@ -39,14 +43,16 @@ let package = Package(
                 "CPcap",
                 "WebSocketWire",
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]
+            ],
+            swiftSettings: strict
         ),
         .target(
             name: "InspectorOutput",
             dependencies: [
                 "WebSocketWire",
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]
+            ],
+            swiftSettings: strict
         ),
         .executableTarget(
             name: "wsinspect",
@@ -56,10 +62,11 @@ let package = Package(
                 "InspectorOutput",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: strict
         ),
-        .testTarget(name: "WebSocketWireTests", dependencies: ["WebSocketWire"]),
-        .testTarget(name: "PacketCaptureTests", dependencies: ["PacketCapture"]),
-        .testTarget(name: "InspectorOutputTests", dependencies: ["InspectorOutput"]),
+        .testTarget(name: "WebSocketWireTests", dependencies: ["WebSocketWire"], swiftSettings: strict),
+        .testTarget(name: "PacketCaptureTests", dependencies: ["PacketCapture"], swiftSettings: strict),
+        .testTarget(name: "InspectorOutputTests", dependencies: ["InspectorOutput"], swiftSettings: strict),
     ]
 )

@@ -80,6 +80,7 @@ public struct JSONLinesFormatter {
             json.field("lengthEncoding", h.lengthEncoding.name)
             json.field("payloadBase64", base64: frame.payload)
             json.field("payloadTruncated", frame.payloadTruncated)
+            json.field("compressed", frame.isCompressed)
             if let close = frame.close {
                 json.field("closeCode", close.code?.code)
                 json.field("closeCodeName", close.code?.name)

@@ -187,7 +187,11 @@ public struct TextFormatter {
             line += preview(frame.payload, text: false)
         } else if let message = frame.completedMessage, message.inflateError == nil {
             line += preview(message.payload, text: message.opcode == .text)
-        } else if !(h.rsv1 && h.opcode.startsMessage) || frame.completedMessage != nil {
+        } else if let message = frame.completedMessage, let error = message.inflateError {
+            line += paint(" not inflated: \(error)", .yellow)
+        } else if frame.isCompressed {
+            line += paint("  (compressed; the message shows when complete)", .dim)
+        } else {
             line += preview(frame.payload, text: h.opcode == .text || (h.opcode == .continuation && looksLikeText(frame.payload)))
         }
         line += "\n"

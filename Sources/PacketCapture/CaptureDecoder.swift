@@ -200,7 +200,7 @@ public struct CaptureDecoder {
     private mutating func collect(from observer: inout ConnectionObserver, flow: inout Flow) {
         while let event = observer.nextEvent() {
             switch event {
-            case .connectionOpened(let opened):
+            case .connectionOpened:
                 if !flow.countedAsWebSocket {
                     statistics.webSocketConnections += 1
                     flow.countedAsWebSocket = true

@@ -57,7 +57,7 @@ public final class PacketSource {
         }
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
         guard let handle = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer) else {
-            let message = String(cString: errorBuffer)
+            let message = cString(errorBuffer)
             let name = path == "-" ? "standard input" : path
             if message.contains("unknown file format") || message.contains("truncated") || message.contains("bad dump file") || message.contains("file is empty") {
                 throw CaptureError(.notACapture, "\(name): not a pcap or pcapng capture file (\(message))")
@@ -71,7 +71,7 @@ public final class PacketSource {
     public static func openLive(interface: String, snapshotLength: Int32 = 262_144, promiscuous: Bool = false) throws(CaptureError) -> PacketSource {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
         guard let handle = pcap_create(interface, &errorBuffer) else {
-            throw CaptureError(.captureFailed, "\(interface): \(String(cString: errorBuffer))")
+            throw CaptureError(.captureFailed, "\(interface): \(cString(errorBuffer))")
         }
         pcap_set_snaplen(handle, snapshotLength)
         pcap_set_promisc(handle, promiscuous ? 1 : 0)
@@ -158,4 +158,9 @@ public final class PacketSource {
     }
 
     public var handleForSignals: OpaquePointer { handle }
+}
+
+/// The text before the first NUL of a libpcap error buffer.
+private func cString(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -671,6 +671,8 @@ struct StreamState {
         var close: CloseBody?
         var roundTrip: Int64?
         var finishedMessage: MessageEvent?
+        let compressed = !header.opcode.isControl && (message?.compressed ?? false)
+            && (deflate?.variant != .perFrame || header.rsv1)
 
         if header.opcode == .close {
             close = StreamState.parseClose(frame.payload, complete: !frame.lost, findings: &frame.findings)
@@ -717,17 +719,15 @@ struct StreamState {
         stats.frames += 1
         stats.payloadBytes += header.payloadLength
         findingCount += frame.findings.count
-        events.append(
-            .frame(
-                FrameEvent(
-                    connection: context.connection, time: context.time, packet: context.packet, direction: direction,
-                    header: header, payload: frame.payload,
-                    payloadTruncated: frame.lost || frame.received > UInt64(frame.payload.readableBytes),
-                    close: close, pingRoundTrip: roundTrip, findings: frame.findings,
-                    completedMessage: finishedMessage?.compressed == true ? finishedMessage : nil
-                )
-            )
+        var event = FrameEvent(
+            connection: context.connection, time: context.time, packet: context.packet, direction: direction,
+            header: header, payload: frame.payload,
+            payloadTruncated: frame.lost || frame.received > UInt64(frame.payload.readableBytes),
+            close: close, pingRoundTrip: roundTrip, findings: frame.findings,
+            completedMessage: finishedMessage?.compressed == true ? finishedMessage : nil
         )
+        event.isCompressed = compressed
+        events.append(.frame(event))
         if let finishedMessage {
             events.append(.message(finishedMessage))
         }

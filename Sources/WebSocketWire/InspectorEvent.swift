@@ -87,6 +87,11 @@ public struct HandshakeRejected: Sendable {
 public struct CloseBody: Hashable, Sendable {
     public var code: WebSocketCloseCode?
     public var reason: String?
+
+    public init(code: WebSocketCloseCode?, reason: String?) {
+        self.code = code
+        self.reason = reason
+    }
 }
 
 public struct FrameEvent: Sendable {
@@ -102,6 +107,8 @@ public struct FrameEvent: Sendable {
     public var payload: ByteBuffer
     /// Bytes of the payload that were not captured or not kept.
     public var payloadTruncated: Bool
+    /// The payload is (part of) a compressed message, so it is not readable as is.
+    public var isCompressed = false
     public var close: CloseBody?
     /// For a pong that answers an earlier ping: the round trip in nanoseconds.
     public var pingRoundTrip: Int64?
@@ -109,6 +116,32 @@ public struct FrameEvent: Sendable {
     /// The compressed message this frame completed, so views can show the
     /// inflated text next to the frame; `nil` for uncompressed frames.
     public var completedMessage: MessageEvent?
+
+    public init(
+        connection: Int,
+        time: Timestamp,
+        packet: Int?,
+        direction: Direction,
+        header: FrameHeader,
+        payload: ByteBuffer,
+        payloadTruncated: Bool,
+        close: CloseBody?,
+        pingRoundTrip: Int64?,
+        findings: [Finding],
+        completedMessage: MessageEvent? = nil
+    ) {
+        self.connection = connection
+        self.time = time
+        self.packet = packet
+        self.direction = direction
+        self.header = header
+        self.payload = payload
+        self.payloadTruncated = payloadTruncated
+        self.close = close
+        self.pingRoundTrip = pingRoundTrip
+        self.findings = findings
+        self.completedMessage = completedMessage
+    }
 }
 
 public struct MessageEvent: Sendable {

@@ -1,0 +1,65 @@
+import InspectorOutput
+import NIOCore
+import Testing
+import WebSocketWire
+
+@Suite struct FormatterTests {
+    static let close = FrameEvent(
+        connection: 3,
+        time: Timestamp(nanoseconds: 1_700_000_000_123_456_000),
+        packet: 12,
+        direction: .clientToServer,
+        header: FrameHeader(opcode: .close, maskingKey: MaskingKey(rawValue: 0x0102_0304), payloadLength: 5),
+        payload: ByteBuffer(bytes: [0x03, 0xE8] + Array("bye".utf8)),
+        payloadTruncated: false,
+        close: CloseBody(code: .normalClosure, reason: "bye"),
+        pingRoundTrip: nil,
+        findings: [Finding(.frameAfterClose, "quote \" and newline\n")]
+    )
+
+    @Test func frameEventAsJSONLine() {
+        var writer = JSONWriter()
+        JSONLinesFormatter().append(.frame(Self.close), to: &writer)
+        let line = String(decoding: writer.bytes, as: UTF8.self)
+        let expected = #"{"type":"frame","time":1700000000.123456,"connection":3,"packet":12,"direction":"client-to-server","fin":true,"rsv1":false,"rsv2":false,"rsv3":false,"opcode":8,"opcodeName":"close","masked":true,"maskingKey":"01020304","payloadLength":5,"lengthEncoding":"7-bit","payloadBase64":"A+hieWU=","payloadTruncated":false,"compressed":false,"closeCode":1000,"closeCodeName":"Normal Closure","closeReason":"bye","findings":[{"kind":"frame-after-close","message":"quote \" and newline\n"}]}"#
+        #expect(line == expected + "\n")
+    }
+
+    @Test func frameLineInTextView() {
+        let text = TextFormatter().format(.frame(Self.close))
+        #expect(
+            text == """
+                22:13:20.123456 #3 C→S close        FIN mask=01020304 len=5 1000 Normal Closure "bye"
+                    ! frame-after-close: quote " and newline\n
+
+                """
+        )
+    }
+
+    @Test func colourOnlyWhenAsked() {
+        var options = TextFormatter.Options()
+        options.color = true
+        #expect(TextFormatter(options: options).format(.frame(Self.close)).contains("\u{1B}["))
+        #expect(!TextFormatter().format(.frame(Self.close)).contains("\u{1B}["))
+    }
+
+    @Test func base64MatchesRFC4648Vectors() {
+        let vectors = ["": "", "f": "Zg==", "fo": "Zm8=", "foo": "Zm9v", "foob": "Zm9vYg==", "fooba": "Zm9vYmE=", "foobar": "Zm9vYmFy"]
+        for (input, output) in vectors {
+            #expect(Base64.encode(Array(input.utf8)) == output)
+        }
+    }
+
+    @Test func filterSelectsDirectionOpcodeAndPattern() throws {
+        var filter = EventFilter()
+        filter.directions = [.serverToClient]
+        #expect(!filter.admits(.frame(Self.close)))
+        filter.directions = nil
+        filter.opcodes = [.close]
+        #expect(filter.admits(.frame(Self.close)))
+        filter.pattern = try Regex("by+e")
+        #expect(filter.admits(.frame(Self.close)))
+        filter.pattern = try Regex("hello")
+        #expect(!filter.admits(.frame(Self.close)))
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import PacketCapture
+import Testing
+import WebSocketWire
+
+/// Writes small pcap files by hand (the classic format, microsecond stamps)
+/// and reads them back through libpcap and the whole decoding pipeline.
+@Suite struct PacketSourceTests {
+    static func pcap(linkType: UInt32 = 1, packets: [[UInt8]]) -> [UInt8] {
+        func le32(_ value: UInt32) -> [UInt8] { withUnsafeBytes(of: value.littleEndian, Array.init) }
+        func le16(_ value: UInt16) -> [UInt8] { withUnsafeBytes(of: value.littleEndian, Array.init) }
+        var file = le32(0xA1B2_C3D4) + le16(2) + le16(4) + le32(0) + le32(0) + le32(65535) + le32(linkType)
+        for (index, packet) in packets.enumerated() {
+            file += le32(1_700_000_000) + le32(UInt32(index)) + le32(UInt32(packet.count)) + le32(UInt32(packet.count))
+            file += packet
+        }
+        return file
+    }
+
+    /// An Ethernet/IPv4/TCP packet between 10.0.0.1:40000 (client) and 10.0.0.2:80.
+    static func packet(fromClient: Bool, sequence: UInt32, flags: UInt8, payload: [UInt8]) -> [UInt8] {
+        let totalLength = UInt16(40 + payload.count)
+        var ip: [UInt8] = [0x45, 0, UInt8(totalLength >> 8), UInt8(totalLength & 0xFF), 0, 0, 0x40, 0, 64, 6, 0, 0]
+        ip += fromClient ? [10, 0, 0, 1, 10, 0, 0, 2] : [10, 0, 0, 2, 10, 0, 0, 1]
+        var tcp: [UInt8] = fromClient ? [0x9C, 0x40, 0x00, 0x50] : [0x00, 0x50, 0x9C, 0x40]
+        tcp += withUnsafeBytes(of: sequence.bigEndian, Array.init) + [0, 0, 0, 0, 0x50, flags, 0xFF, 0xFF, 0, 0, 0, 0]
+        return Array(repeating: 0xAA, count: 12) + [0x08, 0x00] + ip + tcp + payload
+    }
+
+    static func write(_ bytes: [UInt8]) throws -> String {
+        let path = NSTemporaryDirectory() + "wsinspect-test-\(UUID().uuidString).pcap"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    static func session() -> [[UInt8]] {
+        let request = Array("GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".utf8)
+        let response = Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".utf8)
+        let hello: [UInt8] = [0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58]
+        return [
+            packet(fromClient: true, sequence: 0, flags: 0x02, payload: []),
+            packet(fromClient: false, sequence: 5000, flags: 0x12, payload: []),
+            packet(fromClient: true, sequence: 1, flags: 0x18, payload: request),
+            packet(fromClient: false, sequence: 5001, flags: 0x18, payload: response),
+            // Out of order: the second frame arrives before the first.
+            packet(fromClient: true, sequence: 1 + UInt32(request.count + hello.count), flags: 0x18, payload: hello),
+            packet(fromClient: true, sequence: 1 + UInt32(request.count), flags: 0x18, payload: hello),
+            packet(fromClient: true, sequence: 1 + UInt32(request.count), flags: 0x18, payload: hello),  // retransmitted
+        ]
+    }
+
+    static func decode(_ path: String) throws -> (events: [InspectorEvent], statistics: CaptureStatistics) {
+        let source = try PacketSource.openFile(path)
+        var decoder = CaptureDecoder()
+        var events: [InspectorEvent] = []
+        var number = 0
+        var last = Timestamp.zero
+        while case .packet(let packet) = try source.next() {
+            number += 1
+            last = packet.time
+            decoder.process(packet.bytes, originalLength: packet.originalLength, linkType: source.linkType, time: packet.time, number: number)
+            while let event = decoder.nextEvent() { events.append(event) }
+        }
+        decoder.finish(at: last)
+        while let event = decoder.nextEvent() { events.append(event) }
+        return (events, decoder.statistics)
+    }
+
+    @Test func decodesAHandWrittenCaptureEndToEnd() throws {
+        let path = try Self.write(Self.pcap(packets: Self.session()))
+        defer { unlink(path) }
+        let (events, statistics) = try Self.decode(path)
+        let frames = events.compactMap { event -> FrameEvent? in
+            if case .frame(let frame) = event { return frame }
+            return nil
+        }
+        #expect(frames.count == 2)
+        #expect(frames.map { String(buffer: $0.payload) } == ["Hello", "Hello"])
+        #expect(frames.map(\.packet) == [6, 6])
+        #expect(statistics.webSocketConnections == 1)
+        #expect(statistics.tcpConnections == 1)
+        #expect(statistics.frames == 2)
+        #expect(statistics.findings == 0)
+    }
+
+    @Test func missingFileIsReportedAsSuch() {
+        #expect(throws: CaptureError(.fileNotFound, "/nonexistent/x.pcap: no such file")) {
+            try PacketSource.openFile("/nonexistent/x.pcap")
+        }
+    }
+
+    @Test func nonCaptureFileIsRejected() throws {
+        let path = try Self.write(Array("this is not a capture file at all".utf8))
+        defer { unlink(path) }
+        #expect(performing: { try PacketSource.openFile(path) }, throws: { ($0 as? CaptureError)?.kind == .notACapture })
+    }
+
+    @Test func truncatedFileDecodesWhatIsThereThenReportsWhere() throws {
+        let full = Self.pcap(packets: Self.session())
+        let path = try Self.write(Array(full.dropLast(5)))
+        defer { unlink(path) }
+        let source = try PacketSource.openFile(path)
+        var packets = 0
+        var failure: CaptureError?
+        do {
+            while case .packet = try source.next() { packets += 1 }
+        } catch {
+            failure = error
+        }
+        #expect(packets == 6)
+        #expect(failure?.kind == .truncated)
+    }
+
+    @Test func appliesBPFFilters() throws {
+        let path = try Self.write(Self.pcap(packets: Self.session()))
+        defer { unlink(path) }
+        let source = try PacketSource.openFile(path)
+        try source.setFilter("tcp port 81")
+        #expect(try source.next() == .end)
+        #expect(performing: { try source.setFilter("tcp portt 80") }, throws: { ($0 as? CaptureError)?.kind == .badFilter })
+    }
+}
+
+extension PacketSource.ReadResult: Equatable {
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        switch (lhs, rhs) {
+        case (.end, .end), (.timeout, .timeout): return true
+        default: return false
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import NIOCore
+import PacketCapture
+import Testing
+
+@Suite struct TCPReassemblerTests {
+    struct Segment {
+        var sequence: UInt32
+        var bytes: String
+        var syn = false
+        var fin = false
+        var missingTail = 0
+    }
+
+    /// Feeds segments and renders deliveries as text, gaps as "<gap N>".
+    func run(_ segments: [Segment], flush: Bool = true, limit: Int = 1 << 20) -> String {
+        var reassembler = TCPReassembler(bufferLimit: limit)
+        var out = ""
+        let deliver: (TCPReassembler.Delivery) -> Void = { delivery in
+            switch delivery {
+            case .data(let buffer): out += String(buffer: buffer)
+            case .gap(let count, let snaplen): out += snaplen ? "<cut \(count)>" : "<gap \(count)>"
+            }
+        }
+        for segment in segments {
+            reassembler.add(
+                sequence: segment.sequence, syn: segment.syn, fin: segment.fin,
+                payload: ByteBuffer(string: segment.bytes), missingTail: segment.missingTail, deliver: deliver
+            )
+        }
+        if flush { reassembler.flush(deliver: deliver) }
+        return out
+    }
+
+    @Test func deliversInOrderAfterSYN() {
+        #expect(run([Segment(sequence: 99, bytes: "", syn: true), Segment(sequence: 100, bytes: "abc"), Segment(sequence: 103, bytes: "def")]) == "abcdef")
+    }
+
+    @Test func dropsRetransmissionsAndTrimsOverlaps() {
+        let segments = [
+            Segment(sequence: 1, bytes: "abcd"),
+            Segment(sequence: 1, bytes: "abcd"),
+            Segment(sequence: 3, bytes: "cdefg"),
+            Segment(sequence: 5, bytes: "ef"),
+        ]
+        #expect(run(segments) == "abcdefg")
+    }
+
+    @Test func reordersEarlySegments() {
+        let segments = [Segment(sequence: 1, bytes: "ab"), Segment(sequence: 5, bytes: "ef"), Segment(sequence: 3, bytes: "cd")]
+        #expect(run(segments, flush: false) == "abcdef")
+    }
+
+    @Test func reportsUnfilledHoleAtFlush() {
+        let segments = [Segment(sequence: 1, bytes: "ab"), Segment(sequence: 10, bytes: "xyz")]
+        #expect(run(segments, flush: false) == "ab")
+        #expect(run(segments) == "ab<gap 7>xyz")
+    }
+
+    @Test func givesUpOnHoleWhenBufferLimitIsReached() {
+        let segments = [Segment(sequence: 1, bytes: "ab"), Segment(sequence: 10, bytes: "0123456789"), Segment(sequence: 20, bytes: "more")]
+        #expect(run(segments, flush: false, limit: 8) == "ab<gap 7>0123456789more")
+    }
+
+    @Test func handlesSequenceWraparound() {
+        let segments = [Segment(sequence: UInt32.max - 1, bytes: "ab"), Segment(sequence: 0, bytes: "cd")]
+        #expect(run(segments) == "abcd")
+    }
+
+    @Test func reportsSnaplenCutAsGapInStreamOrder() {
+        let segments = [Segment(sequence: 1, bytes: "ab", missingTail: 3), Segment(sequence: 6, bytes: "fg")]
+        #expect(run(segments) == "ab<cut 3>fg")
+    }
+
+    @Test func finishesAfterFIN() {
+        var reassembler = TCPReassembler()
+        reassembler.add(sequence: 1, syn: false, fin: true, payload: ByteBuffer(string: "x")) { _ in }
+        #expect(reassembler.finished)
+    }
+}
