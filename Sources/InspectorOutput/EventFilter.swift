@@ -22,7 +22,7 @@ public struct EventFilter {
             if let opcodes, !opcodes.contains(frame.header.opcode) { return false }
             if hideControlFrames && (frame.header.opcode == .ping || frame.header.opcode == .pong) { return false }
             if let pattern {
-                let payload = frame.completedMessage?.payload ?? frame.payload
+                let payload = frame.inflated?.payload ?? frame.payload
                 let isText = frame.header.opcode == .text || frame.header.opcode == .continuation || frame.header.opcode == .close
                 return isText && matches(pattern, payload)
             }

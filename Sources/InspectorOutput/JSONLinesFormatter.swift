@@ -66,7 +66,7 @@ public struct JSONLinesFormatter {
         case .frame(let frame):
             header("frame", frame.connection, frame.time, &json)
             json.field("packet", frame.packet)
-            json.field("direction", frame.direction.name)
+            json.field("direction", literal: frame.direction.literalName)
             let h = frame.header
             json.field("fin", h.fin)
             json.field("rsv1", h.rsv1)
@@ -93,7 +93,7 @@ public struct JSONLinesFormatter {
         case .message(let message):
             header("message", message.connection, message.time, &json)
             json.field("packet", message.packet)
-            json.field("direction", message.direction.name)
+            json.field("direction", literal: message.direction.literalName)
             json.field("opcode", message.opcode.rawValue)
             json.field("opcodeName", message.opcode.name)
             json.field("frames", message.frameCount)
@@ -103,7 +103,7 @@ public struct JSONLinesFormatter {
             json.field("payloadBase64", base64: message.payload)
             json.field("payloadTruncated", message.payloadTruncated)
             if message.opcode == .text && message.inflateError == nil && !message.payloadTruncated {
-                json.field("text", String(decoding: message.payload.readableBytesView, as: UTF8.self))
+                json.field("text", utf8: message.payload)
             }
             json.field("inflateError", message.inflateError)
             findings(message.findings, &json)
@@ -114,7 +114,7 @@ public struct JSONLinesFormatter {
             json.field("message", finding.finding.message)
         case .gap(let gap):
             header("gap", gap.connection, gap.time, &json)
-            json.field("direction", gap.direction.name)
+            json.field("direction", literal: gap.direction.literalName)
             json.field("bytes", gap.byteCount)
             json.field("cause", gap.cause.rawValue)
             json.field("framing", gapOutcomeName(gap.outcome))
@@ -134,7 +134,7 @@ public struct JSONLinesFormatter {
 
     public func append(_ summary: SessionSummary, to json: inout JSONWriter) {
         json.beginObject()
-        json.field("type", "summary")
+        json.field("type", literal: "summary")
         json.field("packets", summary.packets)
         json.field("bytes", summary.bytes)
         json.field("tcpConnections", summary.tcpConnections)
@@ -148,7 +148,7 @@ public struct JSONLinesFormatter {
         json.field("truncatedPackets", summary.truncatedPackets)
         json.beginObject("skippedPackets")
         for (reason, count) in summary.skipped.sorted(by: { $0.key < $1.key }) {
-            json.field(reason, count)
+            json.field(reason, count: count)
         }
         json.endObject()
         json.field("stoppedEarly", summary.stoppedEarly)
@@ -156,13 +156,13 @@ public struct JSONLinesFormatter {
         json.newline()
     }
 
-    private func header(_ type: String, _ connection: Int, _ time: Timestamp, _ json: inout JSONWriter) {
-        json.field("type", type)
+    private func header(_ type: StaticString, _ connection: Int, _ time: Timestamp, _ json: inout JSONWriter) {
+        json.field("type", literal: type)
         json.field("time", fixed: time.nanoseconds, scale: 1_000_000_000, decimals: 6)
         json.field("connection", connection)
     }
 
-    private func strings(_ key: String, _ values: [String], _ json: inout JSONWriter) {
+    private func strings(_ key: StaticString, _ values: [String], _ json: inout JSONWriter) {
         json.beginArray(key)
         for value in values { json.element(value) }
         json.endArray()
@@ -179,7 +179,7 @@ public struct JSONLinesFormatter {
         json.endArray()
     }
 
-    private func statistics(_ key: String, _ stats: DirectionStatistics, _ json: inout JSONWriter) {
+    private func statistics(_ key: StaticString, _ stats: DirectionStatistics, _ json: inout JSONWriter) {
         json.beginObject(key)
         json.field("frames", stats.frames)
         json.field("messages", stats.messages)

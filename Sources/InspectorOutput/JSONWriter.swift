@@ -1,91 +1,199 @@
 import NIOCore
 import WebSocketWire
 
-/// A minimal JSON emitter writing UTF-8 straight into a byte array: the JSON
-/// Lines output runs once per frame, so it avoids Foundation's encoders.
+/// A minimal JSON emitter writing UTF-8 straight into a `ByteBuffer`.
+///
+/// The JSON Lines view runs it once or twice per frame, so it is built for
+/// speed: keys are static strings copied whole, numbers are formatted without
+/// `String`, strings that need no escaping are copied in one go, and base64 is
+/// encoded in place. The buffer is also what gets written to the output.
 public struct JSONWriter {
-    public var bytes: [UInt8] = []
+    /// Owns the memory; the writer keeps the pointer and count itself, so hot
+    /// writes are plain stores with no reference-counting or exclusivity checks.
+    /// A copy of a writer shares this memory: keep one writer per output.
+    private final class Allocation {
+        let base: UnsafeMutableRawPointer
+        init(capacity: Int) { base = .allocate(byteCount: capacity, alignment: 16) }
+        deinit { base.deallocate() }
+    }
+
+    private var allocation: Allocation
+    private var base: UnsafeMutableRawPointer
+    private var capacity: Int
+    /// Bytes written so far.
+    public private(set) var count = 0
     private var needsComma = false
 
-    public init() {
-        bytes.reserveCapacity(1024)
+    public init(capacity: Int = 64 * 1024) {
+        allocation = Allocation(capacity: capacity)
+        base = allocation.base
+        self.capacity = capacity
+    }
+
+    /// The bytes written so far, valid until the next write.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: base, count: count))
+    }
+
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    public mutating func clear() {
+        count = 0
+        needsComma = false
+    }
+
+    @inline(__always)
+    private mutating func reserve(_ extra: Int) {
+        if count + extra > capacity { grow(extra) }
+    }
+
+    private mutating func grow(_ extra: Int) {
+        let newCapacity = max(capacity * 2, count + extra)
+        let newAllocation = Allocation(capacity: newCapacity)
+        newAllocation.base.copyMemory(from: base, byteCount: count)
+        allocation = newAllocation
+        base = newAllocation.base
+        capacity = newCapacity
+    }
+
+    @inline(__always)
+    private mutating func write(_ byte: UInt8) {
+        reserve(1)
+        base.storeBytes(of: byte, toByteOffset: count, as: UInt8.self)
+        count += 1
+    }
+
+    @inline(__always)
+    private mutating func write(_ text: StaticString) {
+        write(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    @inline(__always)
+    private mutating func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+        reserve(bytes.count)
+        (base + count).copyMemory(from: source, byteCount: bytes.count)
+        count += bytes.count
     }
 
     public mutating func beginObject() {
         separate()
-        bytes.append(UInt8(ascii: "{"))
+        write(UInt8(ascii: "{"))
         needsComma = false
     }
 
     public mutating func endObject() {
-        bytes.append(UInt8(ascii: "}"))
+        write(UInt8(ascii: "}"))
         needsComma = true
     }
 
-    public mutating func beginArray(_ key: String) {
+    public mutating func beginObject(_ key: StaticString) {
         self.key(key)
-        bytes.append(UInt8(ascii: "["))
+        write(UInt8(ascii: "{"))
+        needsComma = false
+    }
+
+    public mutating func beginArray(_ key: StaticString) {
+        self.key(key)
+        write(UInt8(ascii: "["))
         needsComma = false
     }
 
     public mutating func endArray() {
-        bytes.append(UInt8(ascii: "]"))
+        write(UInt8(ascii: "]"))
         needsComma = true
     }
 
-    public mutating func beginObject(_ key: String) {
-        self.key(key)
-        bytes.append(UInt8(ascii: "{"))
+    public mutating func newline() {
+        write(UInt8(0x0A))
         needsComma = false
     }
 
+    @inline(__always)
     private mutating func separate() {
-        if needsComma { bytes.append(UInt8(ascii: ",")) }
+        if needsComma { write(UInt8(ascii: ",")) }
     }
 
-    private mutating func key(_ key: String) {
+    @inline(__always)
+    private mutating func key(_ key: StaticString) {
         separate()
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(contentsOf: key.utf8)
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(UInt8(ascii: ":"))
+        write(UInt8(ascii: "\""))
+        write(key)
+        write("\":")
         needsComma = true
     }
 
-    public mutating func field(_ key: String, _ value: String?) {
+    /// A key that is not known at compile time (the summary's skip reasons).
+    private mutating func dynamicKey(_ key: String) {
+        separate()
+        appendString(key)
+        write(UInt8(ascii: ":"))
+        needsComma = true
+    }
+
+    public mutating func field(_ key: StaticString, _ value: String?) {
         self.key(key)
         if let value { appendString(value) } else { appendNull() }
     }
 
-    public mutating func field(_ key: String, _ value: Bool) {
+    public mutating func field(_ key: StaticString, literal value: StaticString) {
         self.key(key)
-        bytes.append(contentsOf: value ? Array("true".utf8) : Array("false".utf8))
+        write(UInt8(ascii: "\""))
+        write(value)
+        write(UInt8(ascii: "\""))
     }
 
-    public mutating func field<I: BinaryInteger>(_ key: String, _ value: I?) {
+    public mutating func field(_ key: StaticString, _ value: Bool) {
         self.key(key)
-        if let value { bytes.append(contentsOf: String(value).utf8) } else { appendNull() }
+        write(value ? "true" : "false")
     }
 
-    /// A number with a fixed count of decimals, e.g. seconds with 6.
-    public mutating func field(_ key: String, fixed value: Int64, scale: Int64, decimals: Int) {
+    public mutating func field<I: BinaryInteger>(_ key: StaticString, _ value: I?) {
         self.key(key)
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        if let value { appendInteger(value) } else { appendNull() }
+    }
+
+    public mutating func field(_ dynamicKey: String, count: Int) {
+        self.dynamicKey(dynamicKey)
+        appendInteger(count)
+    }
+
+    /// A fixed-point number: `value / scale` with `decimals` digits after the
+    /// point, e.g. nanoseconds as seconds with 6 decimals.
+    public mutating func field(_ key: StaticString, fixed value: Int64, scale: Int64, decimals: Int) {
+        self.key(key)
+        if value < 0 { write(UInt8(ascii: "-")) }
         let magnitude = value.magnitude
-        bytes.append(contentsOf: String(magnitude / UInt64(scale)).utf8)
-        bytes.append(UInt8(ascii: "."))
-        let fraction = String(magnitude % UInt64(scale))
-        let width = String(scale).count - 1
-        bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: width - fraction.count))
-        bytes.append(contentsOf: fraction.utf8.prefix(decimals))
-        if decimals > width { bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: decimals - width)) }
+        appendInteger(magnitude / UInt64(scale))
+        write(UInt8(ascii: "."))
+        var fraction = magnitude % UInt64(scale)
+        var divisor = UInt64(scale)
+        for _ in 0..<decimals {
+            divisor /= 10
+            guard divisor > 0 else {
+                write(UInt8(ascii: "0"))
+                continue
+            }
+            write(UInt8(ascii: "0") + UInt8(fraction / divisor))
+            fraction %= divisor
+        }
     }
 
-    public mutating func field(_ key: String, base64 buffer: ByteBuffer) {
+    public mutating func field(_ key: StaticString, base64 payload: ByteBuffer) {
         self.key(key)
-        bytes.append(UInt8(ascii: "\""))
-        buffer.withUnsafeReadableBytes { Base64.encode($0, into: &bytes) }
-        bytes.append(UInt8(ascii: "\""))
+        write(UInt8(ascii: "\""))
+        payload.withUnsafeReadableBytes { source in
+            let length = Base64.encodedLength(source.count)
+            reserve(length)
+            count += Base64.encode(source, into: UnsafeMutableRawBufferPointer(start: base + count, count: length))
+        }
+        write(UInt8(ascii: "\""))
+    }
+
+    /// A string field from raw UTF-8 (a text payload), escaped as needed.
+    public mutating func field(_ key: StaticString, utf8 payload: ByteBuffer) {
+        self.key(key)
+        payload.withUnsafeReadableBytes { appendString($0) }
     }
 
     public mutating func element(_ value: String) {
@@ -94,38 +202,103 @@ public struct JSONWriter {
         needsComma = true
     }
 
-    public mutating func nullField(_ key: String) {
+    public mutating func nullField(_ key: StaticString) {
         self.key(key)
         appendNull()
     }
 
+    @inline(__always)
     private mutating func appendNull() {
-        bytes.append(contentsOf: [UInt8(ascii: "n"), UInt8(ascii: "u"), UInt8(ascii: "l"), UInt8(ascii: "l")])
+        write("null")
     }
 
-    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+    private mutating func appendInteger<I: BinaryInteger>(_ value: I) {
+        if value < 0 {
+            write(UInt8(ascii: "-"))
+            appendInteger(UInt64(value.magnitude))
+            return
+        }
+        var remaining = UInt64(value)
+        if remaining < 10 {
+            write(UInt8(ascii: "0") + UInt8(remaining))
+            return
+        }
+        // 20 digits hold any UInt64; fill from the end.
+        var digits = 0
+        var probe = remaining
+        while probe > 0 {
+            digits += 1
+            probe /= 10
+        }
+        reserve(digits)
+        var index = count + digits
+        while remaining > 0 {
+            index -= 1
+            base.storeBytes(of: UInt8(ascii: "0") + UInt8(remaining % 10), toByteOffset: index, as: UInt8.self)
+            remaining /= 10
+        }
+        count += digits
+    }
 
     private mutating func appendString(_ value: String) {
-        bytes.append(UInt8(ascii: "\""))
-        for byte in value.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
-            case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
-            case 0x0A: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
-            case 0x0D: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
-            case 0x09: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
-            case 0..<0x20, 0x7F:
-                bytes.append(contentsOf: Array("\\u00".utf8))
-                bytes.append(JSONWriter.hex[Int(byte >> 4)])
-                bytes.append(JSONWriter.hex[Int(byte & 0xF)])
-            default: bytes.append(byte)
-            }
-        }
-        bytes.append(UInt8(ascii: "\""))
+        var value = value
+        value.withUTF8 { appendString(UnsafeRawBufferPointer($0)) }
     }
 
-    public mutating func newline() {
-        bytes.append(0x0A)
-        needsComma = false
+    private static let hex: StaticString = "0123456789abcdef"
+
+    /// Writes `bytes` as a JSON string. Invalid UTF-8 is replaced (U+FFFD) so
+    /// that every line stays valid JSON.
+    private mutating func appendString(_ bytes: UnsafeRawBufferPointer) {
+        write(UInt8(ascii: "\""))
+        var runStart = 0
+        var index = 0
+        let count = bytes.count
+        while index < count {
+            let byte = bytes[index]
+            if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") && byte < 0x80 {
+                index += 1
+                continue
+            }
+            if byte >= 0x80 {
+                // Non-ASCII: copy valid sequences, replace invalid ones.
+                let length = JSONWriter.validSequenceLength(bytes, at: index)
+                if length > 0 {
+                    index += length
+                    continue
+                }
+            }
+            if index > runStart { write(UnsafeRawBufferPointer(rebasing: bytes[runStart..<index])) }
+            switch byte {
+            case UInt8(ascii: "\""): write("\\\"")
+            case UInt8(ascii: "\\"): write("\\\\")
+            case 0x0A: write("\\n")
+            case 0x0D: write("\\r")
+            case 0x09: write("\\t")
+            case 0x80...: write("\u{FFFD}")
+            default:
+                write("\\u00")
+                let hex = JSONWriter.hex.utf8Start
+                write(hex[Int(byte >> 4)])
+                write(hex[Int(byte & 0xF)])
+            }
+            index += 1
+            runStart = index
+        }
+        if count > runStart { write(UnsafeRawBufferPointer(rebasing: bytes[runStart..<count])) }
+        write(UInt8(ascii: "\""))
+    }
+
+    /// Length of the valid UTF-8 sequence starting at `index`, or 0.
+    private static func validSequenceLength(_ bytes: UnsafeRawBufferPointer, at index: Int) -> Int {
+        var validator = UTF8Validator()
+        let end = min(bytes.count, index + 4)
+        for length in 1...(end - index) {
+            validator = UTF8Validator()
+            validator.feed(UnsafeRawBufferPointer(rebasing: bytes[index..<(index + length)]))
+            if !validator.isValid { return 0 }
+            if validator.isCompleteAndValid { return length }
+        }
+        return 0
     }
 }

@@ -169,7 +169,7 @@ public struct TextFormatter {
         line += flags.joined(separator: " ")
         line += " len=\(h.payloadLength)"
         if h.lengthEncoding != .short { line += "(\(h.lengthEncoding.name))" }
-        if let message = frame.completedMessage, message.inflateError == nil {
+        if let message = frame.inflated, message.error == nil {
             line += " inflated=\(message.length)"
         }
         if frame.payloadTruncated { line += paint(" truncated", .yellow) }
@@ -185,9 +185,9 @@ public struct TextFormatter {
             line += preview(frame.payload, text: false)
         } else if h.opcode == .ping || h.opcode == .pong {
             line += preview(frame.payload, text: false)
-        } else if let message = frame.completedMessage, message.inflateError == nil {
+        } else if let message = frame.inflated, message.error == nil {
             line += preview(message.payload, text: message.opcode == .text)
-        } else if let message = frame.completedMessage, let error = message.inflateError {
+        } else if let message = frame.inflated, let error = message.error {
             line += paint(" not inflated: \(error)", .yellow)
         } else if frame.isCompressed {
             line += paint("  (compressed; the message shows when complete)", .dim)

@@ -18,7 +18,7 @@ public struct CaptureDecoder {
         public init() {}
     }
 
-    private struct FlowKey: Hashable {
+    fileprivate struct FlowKey: Hashable {
         var a: Endpoint
         var b: Endpoint
 
@@ -27,12 +27,16 @@ public struct CaptureDecoder {
         }
 
         func hash(into hasher: inout Hasher) {
-            // Symmetric, so both directions find the same flow.
-            hasher.combine(a.hashValue ^ b.hashValue)
+            // Symmetric, so both directions find the same flow: hash the two
+            // endpoints in a fixed order without hashing each one separately.
+            let x = a.fingerprint
+            let y = b.fingerprint
+            hasher.combine(min(x, y))
+            hasher.combine(max(x, y))
         }
     }
 
-    private struct Flow {
+    fileprivate struct Flow {
         var key: FlowKey
         var id: Int
         var client: Endpoint?
@@ -93,15 +97,18 @@ public struct CaptureDecoder {
             slot = nil
         }
         if slot == nil {
-            if segment.rst || (segment.fin && segment.payload.isEmpty) { return }
+            // Only a SYN or data starts tracking a connection: a lone ACK, FIN
+            // or RST is the tail of one that has ended (or began unseen).
+            guard segment.syn || !segment.payload.isEmpty || segment.missingPayload > 0 else { return }
             slot = open(key, time: time)
         }
         guard let slot else { return }
-        var flow = slots[slot]!
-        slots[slot] = nil
-        handle(segment, in: &flow, time: time, number: number)
-        let done = segment.rst || (flow.toServer.finished && flow.toClient.finished)
-        slots[slot] = flow
+        // Mutated in place: a flow holds the observer's whole state, too big to
+        // move in and out of the table for every packet.
+        slots[slot]!.handle(
+            segment, configuration: configuration, statistics: &statistics, events: &events, time: time, number: number
+        )
+        let done = segment.rst || (slots[slot]!.toServer.finished && slots[slot]!.toClient.finished)
         if done {
             end(slot: slot, reason: segment.rst ? .tcpReset : .tcpFin, at: time)
         }
@@ -128,106 +135,16 @@ public struct CaptureDecoder {
         return slot
     }
 
-    private mutating func handle(_ segment: TCPSegmentView, in flow: inout Flow, time: Timestamp, number: Int) {
-        if segment.syn {
-            flow.sawSYN = true
-            if flow.client == nil {
-                flow.client = segment.ack ? segment.destination : segment.source
-            }
-            if !segment.ack { flow.clientISN = segment.sequenceNumber }
-        }
-        if flow.client == nil && (!segment.payload.isEmpty || segment.missingPayload > 0) {
-            flow.client = guessClient(segment)
-        }
-        guard let client = flow.client, !flow.ignored else { return }
-        if flow.observer == nil {
-            let server = segment.source == client ? segment.destination : segment.source
-            var observerConfiguration = configuration.observer
-            if configuration.webSocketPorts.contains(server.port) { observerConfiguration.assumeWebSocket = true }
-            flow.observer = ConnectionObserver(
-                id: flow.id,
-                endpoints: ConnectionEndpoints(client: client.description, server: server.description),
-                startsAtBeginning: flow.sawSYN,
-                configuration: observerConfiguration
-            )
-        }
-        let direction: Direction = segment.source == client ? .clientToServer : .serverToClient
-        var payload = ByteBuffer()
-        if !segment.payload.isEmpty { payload = ByteBuffer(bytes: segment.payload) }
-        var observer = flow.observer.take()!
-        let deliver: (TCPReassembler.Delivery) -> Void = { delivery in
-            switch delivery {
-            case .data(let bytes):
-                observer.receive(bytes, from: direction, at: time, packet: number)
-            case .gap(let count, let snaplen):
-                observer.receiveGap(count, from: direction, at: time, cause: snaplen ? .snaplen : .notCaptured)
-            }
-        }
-        if direction == .clientToServer {
-            flow.toServer.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload, deliver: deliver)
-        } else {
-            flow.toClient.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload, deliver: deliver)
-        }
-        if segment.rst {
-            flow.toServer.flush { delivery in deliverFlushed(delivery, .clientToServer, &observer, time) }
-            flow.toClient.flush { delivery in deliverFlushed(delivery, .serverToClient, &observer, time) }
-        }
-        collect(from: &observer, flow: &flow)
-        if observer.wantsData {
-            flow.observer = observer
-        } else if !observer.isWebSocket {
-            // Not WebSocket: stop buffering this connection's bytes.
-            flow.ignored = true
-            flow.toServer = TCPReassembler(bufferLimit: 0)
-            flow.toClient = TCPReassembler(bufferLimit: 0)
-        } else {
-            flow.observer = observer
-        }
-    }
-
-    /// Which endpoint opened a connection whose SYN was not captured.
-    private func guessClient(_ segment: TCPSegmentView) -> Endpoint {
-        if configuration.webSocketPorts.contains(segment.destination.port) { return segment.source }
-        if configuration.webSocketPorts.contains(segment.source.port) { return segment.destination }
-        if let first = segment.payload.first {
-            if first == UInt8(ascii: "H") && segment.payload.starts(with: "HTTP/".utf8) { return segment.destination }
-            if HTTPHead.looksLikeStart(segment.payload) { return segment.source }
-        }
-        // Clients usually connect from an ephemeral (higher) port.
-        return segment.source.port > segment.destination.port ? segment.source : segment.destination
-    }
-
-    private mutating func collect(from observer: inout ConnectionObserver, flow: inout Flow) {
-        while let event = observer.nextEvent() {
-            switch event {
-            case .connectionOpened:
-                if !flow.countedAsWebSocket {
-                    statistics.webSocketConnections += 1
-                    flow.countedAsWebSocket = true
-                }
-            case .handshakeRejected: statistics.rejectedHandshakes += 1
-            case .frame:
-                statistics.frames += 1
-            case .message: statistics.messages += 1
-            case .finding: break
-            case .gap(let gap):
-                statistics.gaps += 1
-                statistics.lostBytes += gap.byteCount
-            case .connectionClosed: break
-            }
-            events.append(event)
-        }
-    }
-
     private mutating func end(slot: Int, reason: ConnectionClosed.Reason, at time: Timestamp) {
-        guard var flow = slots[slot] else { return }
-        slots[slot] = nil
-        if var observer = flow.observer.take() {
-            flow.toServer.flush { delivery in deliverFlushed(delivery, .clientToServer, &observer, time) }
-            flow.toClient.flush { delivery in deliverFlushed(delivery, .serverToClient, &observer, time) }
-            observer.finish(reason, at: time)
-            collect(from: &observer, flow: &flow)
-            statistics.findings += observer.findingCount
+        guard var flow = slots[slot].take() else { return }
+        if flow.observer != nil {
+            flow.toServer.flush()
+            flow.toClient.flush()
+            CaptureDecoder.deliver(&flow.toServer, .clientToServer, to: &flow.observer!, at: time, packet: nil)
+            CaptureDecoder.deliver(&flow.toClient, .serverToClient, to: &flow.observer!, at: time, packet: nil)
+            flow.observer!.finish(reason, at: time)
+            flow.collect(statistics: &statistics, events: &events)
+            statistics.findings += flow.observer!.findingCount
         }
         if index[flow.key] == slot { index[flow.key] = nil }
         freeSlots.append(slot)
@@ -241,17 +158,114 @@ public struct CaptureDecoder {
         }
         index = [:]
     }
+
+    /// Passes what one direction's reassembler has ready to the observer.
+    private static func deliver(
+        _ reassembler: inout TCPReassembler,
+        _ direction: Direction,
+        to observer: inout ConnectionObserver,
+        at time: Timestamp,
+        packet: Int?
+    ) {
+        while let delivery = reassembler.nextDelivery() {
+            switch delivery {
+            case .data(let bytes):
+                observer.receive(bytes, from: direction, at: time, packet: packet)
+            case .gap(let count, let snaplen):
+                observer.receiveGap(count, from: direction, at: time, cause: snaplen ? .snaplen : .notCaptured)
+            }
+        }
+    }
 }
 
-private func deliverFlushed(
-    _ delivery: TCPReassembler.Delivery,
-    _ direction: Direction,
-    _ observer: inout ConnectionObserver,
-    _ time: Timestamp
-) {
-    switch delivery {
-    case .data(let bytes): observer.receive(bytes, from: direction, at: time)
-    case .gap(let count, let snaplen):
-        observer.receiveGap(count, from: direction, at: time, cause: snaplen ? .snaplen : .notCaptured)
+extension CaptureDecoder.Flow {
+    mutating func handle(
+        _ segment: TCPSegmentView,
+        configuration: CaptureDecoder.Configuration,
+        statistics: inout CaptureStatistics,
+        events: inout CircularBuffer<InspectorEvent>,
+        time: Timestamp,
+        number: Int
+    ) {
+        if segment.syn {
+            sawSYN = true
+            if client == nil {
+                client = segment.ack ? segment.destination : segment.source
+            }
+            if !segment.ack { clientISN = segment.sequenceNumber }
+        }
+        if client == nil && (!segment.payload.isEmpty || segment.missingPayload > 0) {
+            client = Self.guessClient(segment, configuration: configuration)
+        }
+        guard let client = client, !ignored else { return }
+        if observer == nil {
+            let server = segment.source == client ? segment.destination : segment.source
+            var observerConfiguration = configuration.observer
+            if configuration.webSocketPorts.contains(server.port) { observerConfiguration.assumeWebSocket = true }
+            observer = ConnectionObserver(
+                id: id,
+                endpoints: ConnectionEndpoints(client: client.description, server: server.description),
+                startsAtBeginning: sawSYN,
+                configuration: observerConfiguration
+            )
+        }
+        let direction: Direction = segment.source == client ? .clientToServer : .serverToClient
+        var payload = ByteBuffer()
+        if !segment.payload.isEmpty { payload = ByteBuffer(bytes: segment.payload) }
+        if direction == .clientToServer {
+            toServer.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload)
+        } else {
+            toClient.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload)
+        }
+        if segment.rst {
+            toServer.flush()
+            toClient.flush()
+        }
+        CaptureDecoder.deliver(&toServer, .clientToServer, to: &observer!, at: time, packet: number)
+        CaptureDecoder.deliver(&toClient, .serverToClient, to: &observer!, at: time, packet: number)
+        collect(statistics: &statistics, events: &events)
+        if !observer!.wantsData && !observer!.isWebSocket {
+            // Not WebSocket: stop buffering this connection's bytes.
+            ignored = true
+            observer = nil
+            toServer = TCPReassembler(bufferLimit: 0)
+            toClient = TCPReassembler(bufferLimit: 0)
+        }
+    }
+
+    /// Which endpoint opened a connection whose SYN was not captured.
+    static func guessClient(_ segment: TCPSegmentView, configuration: CaptureDecoder.Configuration) -> Endpoint {
+        if configuration.webSocketPorts.contains(segment.destination.port) { return segment.source }
+        if configuration.webSocketPorts.contains(segment.source.port) { return segment.destination }
+        if let first = segment.payload.first {
+            if first == UInt8(ascii: "H") && segment.payload.starts(with: "HTTP/".utf8) { return segment.destination }
+            if HTTPHead.looksLikeStart(segment.payload) { return segment.source }
+        }
+        // Clients usually connect from an ephemeral (higher) port.
+        return segment.source.port > segment.destination.port ? segment.source : segment.destination
+    }
+
+    /// Moves the observer's events to the decoder's queue, counting them.
+    mutating func collect(statistics: inout CaptureStatistics, events: inout CircularBuffer<InspectorEvent>) {
+        guard observer != nil else { return }
+        while let event = observer!.nextEvent() {
+            switch event {
+            case .connectionOpened:
+                if !countedAsWebSocket {
+                    statistics.webSocketConnections += 1
+                    countedAsWebSocket = true
+                }
+            case .handshakeRejected: statistics.rejectedHandshakes += 1
+            case .frame:
+                statistics.frames += 1
+            case .message: statistics.messages += 1
+            case .finding: break
+            case .gap(let gap):
+                statistics.gaps += 1
+                statistics.lostBytes += gap.byteCount
+            case .connectionClosed: break
+            }
+            events.append(event)
+        }
     }
 }

@@ -62,6 +62,14 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
+    /// A cheap 64-bit summary for hashing (equality still compares everything).
+    var fingerprint: UInt64 {
+        switch address {
+        case .v4(let raw): return UInt64(raw) << 16 | UInt64(port)
+        case .v6(let raw): return (raw.0 ^ raw.1.byteSwapped ^ (raw.1 >> 17)) &+ UInt64(port) &* 0x9E37_79B9_7F4A_7C15
+        }
+    }
+
     /// "1.2.3.4:80" or "[::1]:80".
     public var description: String {
         switch address {

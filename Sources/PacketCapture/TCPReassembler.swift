@@ -25,6 +25,9 @@ public struct TCPReassembler: Sendable {
     private var pendingBytes = 0
     public var bufferLimit: Int
 
+    /// Deliveries ready for ``nextDelivery()``, in stream order.
+    private var ready = CircularBuffer<Delivery>(initialCapacity: 4)
+
     /// Set once a FIN has been delivered in order.
     public private(set) var finished = false
     private var finSequence: UInt32?
@@ -33,17 +36,22 @@ public struct TCPReassembler: Sendable {
         self.bufferLimit = bufferLimit
     }
 
+    /// The next piece of the stream, in order; drain after each ``add(sequence:syn:fin:payload:missingTail:)``.
+    public mutating func nextDelivery() -> Delivery? {
+        ready.popFirst()
+    }
+
     /// Bytes waiting for an earlier hole to be filled.
     public var bufferedByteCount: Int { pendingBytes }
 
     /// Adds a segment; `missingTail` counts payload bytes the capture cut off.
+    /// What it makes ready comes out of ``nextDelivery()``.
     public mutating func add(
         sequence: UInt32,
         syn: Bool,
         fin: Bool,
         payload: ByteBuffer,
-        missingTail: Int = 0,
-        deliver: (Delivery) -> Void
+        missingTail: Int = 0
     ) {
         var start = sequence
         if syn {
@@ -55,19 +63,26 @@ public struct TCPReassembler: Sendable {
             finSequence = start &+ UInt32(truncatingIfNeeded: payload.readableBytes + missingTail)
         }
         if payload.readableBytes + missingTail > 0 {
-            insert(Pending(sequence: start, payload: payload, missingTail: missingTail), deliver: deliver)
+            if pending.isEmpty, missingTail == 0, start == nextSequence {
+                // The common case: the next bytes, in order.
+                ready.append(.data(payload))
+                nextSequence = start &+ UInt32(truncatingIfNeeded: payload.readableBytes)
+                if let fin = finSequence, Int32(bitPattern: nextSequence! &- fin) >= 0 { finished = true }
+                return
+            }
+            insert(Pending(sequence: start, payload: payload, missingTail: missingTail))
         }
-        drainInOrder(deliver: deliver)
+        drainInOrder()
     }
 
-    private mutating func insert(_ segment: Pending, deliver: (Delivery) -> Void) {
+    private mutating func insert(_ segment: Pending) {
         guard let next = nextSequence else { return }
         let offset = Int32(bitPattern: segment.sequence &- next)
         if offset <= 0 && Int(offset) + segment.length <= 0 {
             return  // Entirely before what we have delivered: a retransmission.
         }
         if offset <= 0 {
-            deliverInOrder(segment, deliver: deliver)
+            deliverInOrder(segment)
             return
         }
         // Early: keep it, in sequence order, unless the same bytes are held.
@@ -80,34 +95,34 @@ public struct TCPReassembler: Sendable {
         while pendingBytes > bufferLimit, let first = pending.first {
             // The hole is not going to be filled within our budget: give it up.
             let hole = UInt64(UInt32(bitPattern: Int32(bitPattern: first.sequence &- nextSequence!)))
-            deliver(.gap(hole, snaplen: false))
+            ready.append(.gap(hole, snaplen: false))
             nextSequence = first.sequence
-            drainInOrder(deliver: deliver)
+            drainInOrder()
         }
     }
 
     /// Delivers the part of `segment` at or after `nextSequence`.
-    private mutating func deliverInOrder(_ segment: Pending, deliver: (Delivery) -> Void) {
+    private mutating func deliverInOrder(_ segment: Pending) {
         let next = nextSequence!
         var skip = Int(Int32(bitPattern: next &- segment.sequence))
         var payload = segment.payload
         let fromPayload = min(skip, payload.readableBytes)
         payload.moveReaderIndex(forwardBy: fromPayload)
         skip -= fromPayload
-        if payload.readableBytes > 0 { deliver(.data(payload)) }
+        if payload.readableBytes > 0 { ready.append(.data(payload)) }
         let missing = segment.missingTail - skip
-        if missing > 0 { deliver(.gap(UInt64(missing), snaplen: true)) }
+        if missing > 0 { ready.append(.gap(UInt64(missing), snaplen: true)) }
         nextSequence = next &+ UInt32(payload.readableBytes + max(0, missing))
     }
 
-    private mutating func drainInOrder(deliver: (Delivery) -> Void) {
+    private mutating func drainInOrder() {
         while let first = pending.first, let next = nextSequence,
             Int32(bitPattern: first.sequence &- next) <= 0
         {
             pending.removeFirst()
             pendingBytes -= first.payload.readableBytes
             if Int(Int32(bitPattern: first.sequence &- next)) + first.length > 0 {
-                deliverInOrder(first, deliver: deliver)
+                deliverInOrder(first)
             }
         }
         if let fin = finSequence, let next = nextSequence, Int32(bitPattern: next &- fin) >= 0 {
@@ -115,16 +130,16 @@ public struct TCPReassembler: Sendable {
         }
     }
 
-    /// Delivers everything still held, with a gap for each hole: the capture
-    /// has ended, or the connection was reset.
-    public mutating func flush(deliver: (Delivery) -> Void) {
+    /// Releases everything still held, with a gap for each hole: the capture
+    /// has ended, or the connection was reset. Drain ``nextDelivery()`` after.
+    public mutating func flush() {
         while let first = pending.first, let next = nextSequence {
             let hole = Int32(bitPattern: first.sequence &- next)
             if hole > 0 {
-                deliver(.gap(UInt64(hole), snaplen: false))
+                ready.append(.gap(UInt64(hole), snaplen: false))
                 nextSequence = first.sequence
             }
-            drainInOrder(deliver: deliver)
+            drainInOrder()
         }
     }
 }

@@ -547,6 +547,11 @@ struct MessageState {
         if room > 0 {
             payload.writeBytes(UnsafeRawBufferPointer(rebasing: bytes.prefix(room)))
         }
+        validate(bytes)
+    }
+
+    /// Checks the next bytes of a text message (RFC 6455 §8.1).
+    mutating func validate(_ bytes: UnsafeRawBufferPointer) {
         if opcode == .text && validatesText && utf8.isValid {
             utf8.feed(bytes)
             if !utf8.isValid {
@@ -724,7 +729,11 @@ struct StreamState {
             header: header, payload: frame.payload,
             payloadTruncated: frame.lost || frame.received > UInt64(frame.payload.readableBytes),
             close: close, pingRoundTrip: roundTrip, findings: frame.findings,
-            completedMessage: finishedMessage?.compressed == true ? finishedMessage : nil
+            inflated: finishedMessage.flatMap { message in
+                message.compressed
+                    ? InflatedMessage(opcode: message.opcode, payload: message.payload, length: message.length, error: message.inflateError)
+                    : nil
+            }
         )
         event.isCompressed = compressed
         events.append(.frame(event))
@@ -768,7 +777,7 @@ struct StreamState {
                     FrameEvent(
                         connection: context.connection, time: context.time, packet: frame.packet, direction: direction,
                         header: frame.header, payload: frame.payload, payloadTruncated: true, close: nil,
-                        pingRoundTrip: nil, findings: findings, completedMessage: nil
+                        pingRoundTrip: nil, findings: findings
                     )
                 )
             )
@@ -801,6 +810,11 @@ struct StreamState {
         let compressedFrame = message.compressed && (deflate?.variant != .perFrame || frame.header.rsv1)
         if compressedFrame {
             inflate(piece, into: &message, limit: limit)
+        } else if message.payload.readableBytes == 0 && piece.readableBytes <= limit {
+            // Uncompressed and the first bytes: share the frame's buffer.
+            piece.withUnsafeReadableBytes { message.validate($0) }
+            message.length += UInt64(piece.readableBytes)
+            message.payload = piece
         } else {
             piece.withUnsafeReadableBytes { message.keep($0, limit: limit) }
         }

@@ -113,9 +113,9 @@ public struct FrameEvent: Sendable {
     /// For a pong that answers an earlier ping: the round trip in nanoseconds.
     public var pingRoundTrip: Int64?
     public var findings: [Finding]
-    /// The compressed message this frame completed, so views can show the
-    /// inflated text next to the frame; `nil` for uncompressed frames.
-    public var completedMessage: MessageEvent?
+    /// For a frame that completes a compressed message: the inflated
+    /// message, so views can show readable text next to the frame.
+    public var inflated: InflatedMessage?
 
     public init(
         connection: Int,
@@ -128,7 +128,7 @@ public struct FrameEvent: Sendable {
         close: CloseBody?,
         pingRoundTrip: Int64?,
         findings: [Finding],
-        completedMessage: MessageEvent? = nil
+        inflated: InflatedMessage? = nil
     ) {
         self.connection = connection
         self.time = time
@@ -140,7 +140,23 @@ public struct FrameEvent: Sendable {
         self.close = close
         self.pingRoundTrip = pingRoundTrip
         self.findings = findings
-        self.completedMessage = completedMessage
+        self.inflated = inflated
+    }
+}
+
+/// The inflated form of a compressed message, carried by its last frame.
+public struct InflatedMessage: Sendable {
+    public var opcode: WebSocketOpcode
+    /// Up to the retention limit.
+    public var payload: ByteBuffer
+    public var length: UInt64
+    public var error: String?
+
+    public init(opcode: WebSocketOpcode, payload: ByteBuffer, length: UInt64, error: String?) {
+        self.opcode = opcode
+        self.payload = payload
+        self.length = length
+        self.error = error
     }
 }
 

@@ -71,7 +71,7 @@ struct CaptureCommand: ParsableCommand {
                 lastTime = packet.time
                 decoder.process(packet.bytes, originalLength: packet.originalLength, linkType: source.linkType, time: packet.time, number: number)
                 while let event = decoder.nextEvent() { printer.print(event) }
-                printer.output.flush()
+                printer.flush()
                 if let count, number >= count { interrupted = 1 }
             case .timeout:
                 continue

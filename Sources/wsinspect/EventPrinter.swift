@@ -11,7 +11,7 @@ struct EventPrinter {
     let json = JSONLinesFormatter()
     let messagesOnly: Bool
     var output = OutputStream()
-    private var writer = JSONWriter()
+    private var writer = JSONWriter(capacity: OutputStream.blockSize + 64 * 1024)
     var filteredOut = 0
 
     init(view: ViewOptions) throws {
@@ -32,10 +32,18 @@ struct EventPrinter {
             if !line.isEmpty { output.write(line) }
         case .jsonl:
             if messagesOnly, case .frame = event { return }
-            writer.bytes.removeAll(keepingCapacity: true)
             json.append(event, to: &writer)
-            output.write(writer.bytes)
+            if writer.count >= OutputStream.blockSize { flush() }
         }
+    }
+
+    /// Hands what the JSON writer holds to the output.
+    mutating func flush() {
+        if writer.count > 0 {
+            writer.withUnsafeBytes { output.write($0) }
+            writer.clear()
+        }
+        output.flush()
     }
 
     mutating func printSummary(_ summary: SessionSummary) {
@@ -43,11 +51,9 @@ struct EventPrinter {
         case .text:
             output.write(text.format(summary))
         case .jsonl:
-            writer.bytes.removeAll(keepingCapacity: true)
             json.append(summary, to: &writer)
-            output.write(writer.bytes)
         }
-        output.flush()
+        flush()
     }
 }
 

@@ -5,8 +5,9 @@ import Glibc
 /// Buffered writes to standard output in large blocks; flushed per packet for
 /// live views and at the end for files.
 struct OutputStream {
+    static let blockSize = 256 * 1024
     private var buffer: [UInt8] = []
-    private let threshold = 256 * 1024
+    private let threshold = OutputStream.blockSize
     /// Set when the reader went away (EPIPE, e.g. `| head`): stop quietly.
     private(set) var closed = false
 
@@ -14,9 +15,10 @@ struct OutputStream {
         buffer.reserveCapacity(threshold + 4096)
     }
 
-    mutating func write(_ bytes: [UInt8]) {
-        buffer.append(contentsOf: bytes)
-        if buffer.count >= threshold { flush() }
+    /// Writes a block straight through, after what is buffered.
+    mutating func write(_ block: UnsafeRawBufferPointer) {
+        flush()
+        writeAll(block)
     }
 
     mutating func write(_ text: String) {
@@ -29,17 +31,22 @@ struct OutputStream {
             buffer.removeAll(keepingCapacity: true)
             return
         }
+        buffer.withUnsafeBytes { writeAll($0) }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    private mutating func writeAll(_ bytes: UnsafeRawBufferPointer) {
+        guard !closed, let base = bytes.baseAddress else { return }
         var offset = 0
-        while offset < buffer.count {
-            let written = buffer.withUnsafeBytes { Glibc.write(STDOUT_FILENO, $0.baseAddress! + offset, $0.count - offset) }
+        while offset < bytes.count {
+            let written = Glibc.write(STDOUT_FILENO, base + offset, bytes.count - offset)
             if written < 0 {
                 if errno == EINTR { continue }
                 closed = true
-                break
+                return
             }
             offset += written
         }
-        buffer.removeAll(keepingCapacity: true)
     }
 }
 

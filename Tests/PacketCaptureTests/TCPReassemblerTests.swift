@@ -15,19 +15,25 @@ import Testing
     func run(_ segments: [Segment], flush: Bool = true, limit: Int = 1 << 20) -> String {
         var reassembler = TCPReassembler(bufferLimit: limit)
         var out = ""
-        let deliver: (TCPReassembler.Delivery) -> Void = { delivery in
-            switch delivery {
-            case .data(let buffer): out += String(buffer: buffer)
-            case .gap(let count, let snaplen): out += snaplen ? "<cut \(count)>" : "<gap \(count)>"
+        func drain() {
+            while let delivery = reassembler.nextDelivery() {
+                switch delivery {
+                case .data(let buffer): out += String(buffer: buffer)
+                case .gap(let count, let snaplen): out += snaplen ? "<cut \(count)>" : "<gap \(count)>"
+                }
             }
         }
         for segment in segments {
             reassembler.add(
                 sequence: segment.sequence, syn: segment.syn, fin: segment.fin,
-                payload: ByteBuffer(string: segment.bytes), missingTail: segment.missingTail, deliver: deliver
+                payload: ByteBuffer(string: segment.bytes), missingTail: segment.missingTail
             )
+            drain()
         }
-        if flush { reassembler.flush(deliver: deliver) }
+        if flush {
+            reassembler.flush()
+            drain()
+        }
         return out
     }
 
@@ -73,7 +79,7 @@ import Testing
 
     @Test func finishesAfterFIN() {
         var reassembler = TCPReassembler()
-        reassembler.add(sequence: 1, syn: false, fin: true, payload: ByteBuffer(string: "x")) { _ in }
+        reassembler.add(sequence: 1, syn: false, fin: true, payload: ByteBuffer(string: "x"))
         #expect(reassembler.finished)
     }
 }

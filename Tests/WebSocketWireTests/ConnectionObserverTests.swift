@@ -154,7 +154,7 @@ import WebSocketWire
         #expect(harness.messages.allSatisfy { $0.compressed && $0.inflateError == nil })
         // The client frames were not masked: that is the only finding.
         #expect(Set(harness.allFindingKinds) == [.unmaskedClientFrame])
-        #expect(harness.frames.first?.completedMessage?.length == 5)
+        #expect(harness.frames.first?.inflated?.length == 5)
     }
 
     @Test func reportsRSV1OnContinuationUnderDeflate() {
