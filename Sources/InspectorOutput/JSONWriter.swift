@@ -255,6 +255,19 @@ public struct JSONWriter {
         var index = 0
         let count = bytes.count
         while index < count {
+            // Eight bytes at a time while none needs attention: no control
+            // character, quote, backslash or non-ASCII byte (SWAR tests).
+            while index + 8 <= count {
+                let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let highs: UInt64 = 0x8080_8080_8080_8080
+                let quote = word ^ (ones &* 0x22)
+                let backslash = word ^ (ones &* 0x5C)
+                let special = (word &- ones &* 0x20) | (quote &- ones) & ~quote | (backslash &- ones) & ~backslash | word
+                if special & highs != 0 { break }
+                index += 8
+            }
+            if index >= count { break }
             let byte = bytes[index]
             if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") && byte < 0x80 {
                 index += 1

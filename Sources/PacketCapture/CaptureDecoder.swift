@@ -105,10 +105,9 @@ public struct CaptureDecoder {
         guard let slot else { return }
         // Mutated in place: a flow holds the observer's whole state, too big to
         // move in and out of the table for every packet.
-        slots[slot]!.handle(
+        let done = slots[slot]!.handle(
             segment, configuration: configuration, statistics: &statistics, events: &events, time: time, number: number
         )
-        let done = segment.rst || (slots[slot]!.toServer.finished && slots[slot]!.toClient.finished)
         if done {
             end(slot: slot, reason: segment.rst ? .tcpReset : .tcpFin, at: time)
         }
@@ -179,6 +178,8 @@ public struct CaptureDecoder {
 }
 
 extension CaptureDecoder.Flow {
+    /// Takes one segment of this connection; returns whether the connection
+    /// has ended (reset, or both directions finished).
     mutating func handle(
         _ segment: TCPSegmentView,
         configuration: CaptureDecoder.Configuration,
@@ -186,7 +187,7 @@ extension CaptureDecoder.Flow {
         events: inout CircularBuffer<InspectorEvent>,
         time: Timestamp,
         number: Int
-    ) {
+    ) -> Bool {
         if segment.syn {
             sawSYN = true
             if client == nil {
@@ -197,7 +198,7 @@ extension CaptureDecoder.Flow {
         if client == nil && (!segment.payload.isEmpty || segment.missingPayload > 0) {
             client = Self.guessClient(segment, configuration: configuration)
         }
-        guard let client = client, !ignored else { return }
+        guard let client = client, !ignored else { return segment.rst }
         if observer == nil {
             let server = segment.source == client ? segment.destination : segment.source
             var observerConfiguration = configuration.observer
@@ -231,6 +232,7 @@ extension CaptureDecoder.Flow {
             toServer = TCPReassembler(bufferLimit: 0)
             toClient = TCPReassembler(bufferLimit: 0)
         }
+        return segment.rst || (toServer.finished && toClient.finished)
     }
 
     /// Which endpoint opened a connection whose SYN was not captured.

@@ -7,6 +7,14 @@ public enum Base64 {
 
     public static func encodedLength(_ count: Int) -> Int { (count + 2) / 3 * 4 }
 
+    /// Every 12-bit group's two output characters, so three input bytes
+    /// become four characters with two lookups.
+    @usableFromInline
+    static let pairs: [UInt16] = (0..<4096).map { group in
+        // Stored so that a little-endian 16-bit store writes the high character first.
+        UInt16(alphabet[group >> 6]) | UInt16(alphabet[group & 0x3F]) << 8
+    }
+
     /// Encodes `bytes` into `output`, which must hold ``encodedLength(_:)``
     /// bytes; returns how many were written.
     @discardableResult
@@ -14,25 +22,28 @@ public enum Base64 {
         let count = bytes.count
         let length = encodedLength(count)
         precondition(output.count >= length, "base64 output buffer too small")
-        alphabet.withUnsafeBufferPointer { table in
+        guard count > 0, let input = bytes.baseAddress, let out = output.baseAddress else { return 0 }
+        pairs.withUnsafeBufferPointer { pairs in
             var index = 0
-            var out = 0
+            var position = 0
             while index + 3 <= count {
-                let value = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
-                output[out] = table[Int(value >> 18 & 0x3F)]
-                output[out + 1] = table[Int(value >> 12 & 0x3F)]
-                output[out + 2] = table[Int(value >> 6 & 0x3F)]
-                output[out + 3] = table[Int(value & 0x3F)]
+                let value = UInt32(input.load(fromByteOffset: index, as: UInt8.self)) << 16
+                    | UInt32(input.load(fromByteOffset: index + 1, as: UInt8.self)) << 8
+                    | UInt32(input.load(fromByteOffset: index + 2, as: UInt8.self))
+                let word = UInt32(pairs[Int(value >> 12)]) | UInt32(pairs[Int(value & 0xFFF)]) << 16
+                out.storeBytes(of: word.littleEndian, toByteOffset: position, as: UInt32.self)
                 index += 3
-                out += 4
+                position += 4
             }
             let rest = count - index
             if rest > 0 {
-                let value = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
-                output[out] = table[Int(value >> 18 & 0x3F)]
-                output[out + 1] = table[Int(value >> 12 & 0x3F)]
-                output[out + 2] = rest == 2 ? table[Int(value >> 6 & 0x3F)] : UInt8(ascii: "=")
-                output[out + 3] = UInt8(ascii: "=")
+                alphabet.withUnsafeBufferPointer { table in
+                    let value = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
+                    output[position] = table[Int(value >> 18 & 0x3F)]
+                    output[position + 1] = table[Int(value >> 12 & 0x3F)]
+                    output[position + 2] = rest == 2 ? table[Int(value >> 6 & 0x3F)] : UInt8(ascii: "=")
+                    output[position + 3] = UInt8(ascii: "=")
+                }
             }
         }
         return length

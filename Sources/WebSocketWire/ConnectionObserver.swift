@@ -669,8 +669,9 @@ struct StreamState {
         findingCount: inout Int,
         peerPings: inout [(payload: [UInt8], time: Timestamp)]
     ) {
-        guard var frame else { return }
-        self.frame = nil
+        // Moved out, not copied: a copy would share the payload buffers and
+        // force copy-on-write on every later append.
+        guard var frame = self.frame.take() else { return }
         let header = frame.header
         let deflate = context.deflate
         var close: CloseBody?
@@ -696,7 +697,7 @@ struct StreamState {
             }
         }
 
-        if !header.opcode.isControl, var message {
+        if !header.opcode.isControl, var message = self.message.take() {
             if deflate?.variant == .perFrame && header.rsv1 {
                 inflateTail(into: &message, limit: context.limit, resetAfter: false)
             }
@@ -713,7 +714,6 @@ struct StreamState {
             message.findings += message.newFindings
             message.newFindings = []
             if header.fin {
-                self.message = nil
                 stats.messages += 1
                 finishedMessage = message.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction)
             } else {
@@ -793,7 +793,7 @@ struct StreamState {
     }
 
     mutating func consumePayload(_ piece: ByteBuffer, limit: Int, deflate: DeflateParameters?) {
-        guard var frame else { return }
+        guard var frame = self.frame.take() else { return }
         frame.received += UInt64(piece.readableBytes)
         if frame.payload.readableBytes == 0 && piece.readableBytes <= limit {
             frame.payload = piece
@@ -805,7 +805,7 @@ struct StreamState {
             }
         }
         self.frame = frame
-        guard !frame.header.opcode.isControl, var message else { return }
+        guard !frame.header.opcode.isControl, var message = self.message.take() else { return }
         message.wireLength += UInt64(piece.readableBytes)
         let compressedFrame = message.compressed && (deflate?.variant != .perFrame || frame.header.rsv1)
         if compressedFrame {

@@ -2,7 +2,10 @@ import NIOCore
 
 /// Everything the observer reports about a connection, in the order it happened.
 /// The terminal view, JSON Lines and (later) the proxy log all render these.
-public enum InspectorEvent: Sendable {
+///
+/// Indirect: events pass through a few queues on their way to a view, and a
+/// boxed event moves with one reference count instead of copying every field.
+public indirect enum InspectorEvent: Sendable {
     case connectionOpened(ConnectionOpened)
     case handshakeRejected(HandshakeRejected)
     case frame(FrameEvent)

@@ -1,3 +1,4 @@
+import Foundation
 import InspectorOutput
 import NIOCore
 import Testing
@@ -61,5 +62,39 @@ import WebSocketWire
         #expect(filter.admits(.frame(Self.close)))
         filter.pattern = try Regex("hello")
         #expect(!filter.admits(.frame(Self.close)))
+    }
+}
+
+@Suite struct JSONWriterTests {
+    /// Special characters at every offset, so the eight-byte fast path and the
+    /// byte loop both meet each of them.
+    @Test(arguments: ["\"", "\\", "\n", "\u{01}", "é", "\u{7F}"])
+    func escapesEverywhere(special: String) throws {
+        for offset in 0..<17 {
+            let text = String(repeating: "a", count: offset) + special + String(repeating: "b", count: 20 - offset)
+            var writer = JSONWriter()
+            writer.beginObject()
+            writer.field("t", text)
+            writer.endObject()
+            let decoded = try JSONSerialization.jsonObject(with: Data(writer.bytes)) as? [String: String]
+            #expect(decoded?["t"] == text)
+        }
+    }
+
+    @Test func replacesInvalidUTF8SoLinesStayJSON() throws {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.field("t", utf8: ByteBuffer(bytes: Array("ok ".utf8) + [0xFF, 0xC3] + Array(" more text here".utf8)))
+        writer.endObject()
+        let decoded = try JSONSerialization.jsonObject(with: Data(writer.bytes)) as? [String: String]
+        #expect(decoded?["t"] == "ok \u{FFFD}\u{FFFD} more text here")
+    }
+
+    @Test func fixedPointKeepsSixDecimals() {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.field("time", fixed: 1_700_000_000_012_345_678, scale: 1_000_000_000, decimals: 6)
+        writer.endObject()
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"time":1700000000.012345}"#)
     }
 }
