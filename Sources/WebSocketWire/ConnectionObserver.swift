@@ -43,6 +43,11 @@ public struct ConnectionObserver {
     private var time = Timestamp.zero
     private var packet: Int?
     private let startsAtBeginning: Bool
+    /// Each direction's next byte starts an HTTP head or a frame: true from a
+    /// SYN on, until a gap makes that unknown.
+    private var framingAtStart: Bool
+    /// Set when a gap cut the handshake, with why.
+    private var handshakeCut: GapEvent.Cause?
 
     /// Roles as the caller guessed them may be wrong for a connection seen
     /// mid-stream; once masking shows who the client is, input is mapped.
@@ -97,6 +102,7 @@ public struct ConnectionObserver {
         self.endpoints = endpoints
         self.configuration = configuration
         self.startsAtBeginning = startsAtBeginning
+        self.framingAtStart = startsAtBeginning
         self.phase = configuration.assumeWebSocket ? .detecting : .handshake
         self.client = StreamState(direction: .clientToServer)
         self.server = StreamState(direction: .serverToClient)
@@ -140,28 +146,48 @@ public struct ConnectionObserver {
         let direction = rolesSwapped ? direction.opposite : direction
         switch phase {
         case .handshake, .detecting:
-            // A handshake with a hole in it cannot be read; look for framing
-            // in what follows instead.
-            pending[direction] = nil
-            if phase == .handshake, !startsAtBeginning || pending.isEmpty {
+            if phase == .handshake {
+                // Part of the handshake is missing (a snapshot length cuts
+                // every packet): its parameters are gone, so look for framing
+                // in what follows.
+                handshakeCut = cause
                 phase = .detecting
             }
-        case .open:
-            let outcome: FrameDecoder.GapOutcome
-            if direction == .clientToServer {
-                outcome = client.decoder.skip(count)
-                client.markLoss(outcome: outcome, deflate: deflate)
-            } else {
-                outcome = server.decoder.skip(count)
-                server.markLoss(outcome: outcome, deflate: deflate)
+            framingAtStart = false
+            if let buffer = pending[direction], buffer.readableBytes > 0 {
+                // A masked frame that this gap cuts short identifies the client.
+                var probe = FrameDecoder(senderMasks: true, synchronized: false)
+                probe.append(buffer)
+                if probe.skip(count) != .resynchronizing {
+                    if direction == .serverToClient { swapRoles() }
+                    openMidStream()
+                    applyGap(count, to: .clientToServer, cause: cause)
+                    return
+                }
             }
-            events.append(
-                .gap(GapEvent(connection: id, time: time, direction: direction, byteCount: count, cause: cause, outcome: outcome))
-            )
-            drain(direction)
+            pending[direction] = nil
+        case .open:
+            applyGap(count, to: direction, cause: cause)
         case .ignored, .finished:
             break
         }
+    }
+
+    private mutating func applyGap(_ count: UInt64, to direction: Direction, cause: GapEvent.Cause) {
+        let outcome: FrameDecoder.GapOutcome
+        // A loss inside a payload is marked when the decoder reports it, in
+        // order after the bytes before it; lost framing drops what was open.
+        if direction == .clientToServer {
+            outcome = client.decoder.skip(count)
+            if outcome == .resynchronizing { client.markLoss(outcome: outcome, deflate: deflate) }
+        } else {
+            outcome = server.decoder.skip(count)
+            if outcome == .resynchronizing { server.markLoss(outcome: outcome, deflate: deflate) }
+        }
+        events.append(
+            .gap(GapEvent(connection: id, time: time, direction: direction, byteCount: count, cause: cause, outcome: outcome))
+        )
+        drain(direction)
     }
 
     public mutating func finish(_ reason: ConnectionClosed.Reason, at time: Timestamp) {
@@ -396,7 +422,7 @@ public struct ConnectionObserver {
             guard let buffer = pending[direction], buffer.readableBytes > 0 else { continue }
             let window = configuration.detectionWindow
             let found: Int? = buffer.withUnsafeReadableBytes { bytes in
-                if startsAtBeginning {
+                if framingAtStart {
                     let (offset, _) = FrameDecoder.searchFrameStart(in: bytes, masked: true, window: window)
                     return offset == 0 ? 0 : nil
                 }
@@ -411,7 +437,7 @@ public struct ConnectionObserver {
             }
         }
         let examined = pending.values.map(\.readableBytes)
-        let decided = startsAtBeginning ? examined.contains { $0 >= 14 } : examined.allSatisfy { $0 >= configuration.detectionWindow } && examined.count == 2
+        let decided = framingAtStart ? examined.contains { $0 >= 14 } : examined.allSatisfy { $0 >= configuration.detectionWindow } && examined.count == 2
         if decided || examined.contains(where: { $0 >= 4 * configuration.detectionWindow }) {
             phase = .ignored
             pending = [:]
@@ -431,15 +457,26 @@ public struct ConnectionObserver {
         phase = .open
         opened = time
         deflateGuessed = true
+        var findings: [Finding] = []
+        if let handshakeCut {
+            let why = handshakeCut == .snaplen ? "cut by the capture's snapshot length" : "missing from the capture"
+            findings.append(
+                Finding(
+                    handshakeCut == .snaplen ? .snaplenTruncated : .gap,
+                    "part of the handshake is \(why): frames are decoded without its parameters"
+                )
+            )
+            findingCount += 1
+        }
         events.append(
             .connectionOpened(
                 ConnectionOpened(
                     connection: id, time: time, endpoints: endpoints, origin: .midStream, request: nil,
-                    response: nil, expectedAccept: nil, deflate: nil, findings: []
+                    response: nil, expectedAccept: nil, deflate: nil, findings: findings
                 )
             )
         )
-        prepareDecoders(synchronized: startsAtBeginning)
+        prepareDecoders(synchronized: framingAtStart)
         let leftover = pending
         pending = [:]
         for direction in Direction.allCases {
@@ -605,6 +642,8 @@ struct StreamState {
                 consumePayload(piece, limit: context.limit, deflate: context.deflate)
             case .end:
                 endFrame(context, events: &events, findingCount: &findingCount, peerPings: &peerPings)
+            case .payloadLoss:
+                markLoss(outcome: .insidePayload, deflate: context.deflate)
             case .skipped(let count):
                 let finding = Finding(.resynchronized, "skipped \(count) bytes to reach the next plausible frame header")
                 findingCount += 1

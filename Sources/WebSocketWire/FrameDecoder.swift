@@ -17,6 +17,9 @@ public struct FrameDecoder: Sendable {
         case end
         /// Bytes passed over while looking for a frame boundary after a gap.
         case skipped(Int)
+        /// Bytes of the current frame's payload that the stream lost (a gap
+        /// inside the payload): the frame is incomplete, framing is intact.
+        case payloadLoss(UInt64)
     }
 
     /// What became of a gap reported through ``skip(_:)``.
@@ -38,6 +41,13 @@ public struct FrameDecoder: Sendable {
 
     private var state: State = .header
     private var buffer: ByteBuffer
+    /// A loss to report before anything else (it follows all buffered bytes).
+    private var pendingLoss: UInt64 = 0
+    /// Leading buffered bytes to pass over before decoding.
+    private var pendingSkip = 0
+    /// A gap that follows the buffered bytes of a frame found after framing
+    /// was lost; applied to that frame's payload once its bytes are out.
+    private var deferredGap: UInt64 = 0
 
     /// Whether the sender of this direction is expected to mask; guides the
     /// search for a frame boundary after a gap. `nil` when unknown.
@@ -79,15 +89,35 @@ public struct FrameDecoder: Sendable {
     }
 
     public mutating func next() -> Output? {
+        if pendingSkip > 0 {
+            let count = pendingSkip
+            pendingSkip = 0
+            buffer.moveReaderIndex(forwardBy: count)
+            return .skipped(count)
+        }
+        if pendingLoss > 0 {
+            let count = pendingLoss
+            pendingLoss = 0
+            return .payloadLoss(count)
+        }
         switch state {
         case .header:
             return decodeHeader()
         case .payload(let header, let remaining, let offset):
             if remaining == 0 {
-                state = .header
+                // A deferred gap that runs past this frame's end leaves the
+                // next boundary unknown.
+                state = deferredGap > 0 ? .resynchronizing : .header
+                deferredGap = 0
                 return .end
             }
             let available = buffer.readableBytes
+            if available == 0 && deferredGap > 0 {
+                let lost = min(deferredGap, remaining)
+                deferredGap -= lost
+                state = .payload(header: header, remaining: remaining - lost, offset: offset + lost)
+                return .payloadLoss(lost)
+            }
             guard available > 0 else { return nil }
             let count = Int(min(UInt64(available), remaining))
             var piece = buffer.readSlice(length: count)!
@@ -118,22 +148,46 @@ public struct FrameDecoder: Sendable {
 
     /// Reports `count` bytes lost from the stream after everything appended so
     /// far (a capture gap). Drain ``next()`` first: the gap follows those bytes.
+    /// A loss inside a payload comes out of ``next()`` as `.payloadLoss`.
     public mutating func skip(_ count: UInt64) -> GapOutcome {
+        guard count > 0 else { return .atBoundary }
         switch state {
         case .payload(let header, let remaining, let offset) where buffer.readableBytes == 0:
             if count < remaining {
                 state = .payload(header: header, remaining: remaining - count, offset: offset + count)
+                pendingLoss = count
                 return .insidePayload
             }
             if count == remaining {
                 state = .frameEnded
+                pendingLoss = count
                 return .atBoundary
             }
             state = .resynchronizing
             return .resynchronizing
-        case .header where buffer.readableBytes == 0 && count == 0:
-            return .atBoundary
         default:
+            // Framing is lost, unless the bytes held start a frame that the gap
+            // cuts short: what a snapshot length does to every packet. Such a
+            // frame must end inside the gap for us to trust it.
+            let masks = senderMasks
+            let found: Int? = buffer.withUnsafeReadableBytes { bytes in
+                var start = 0
+                while start + 2 <= bytes.count {
+                    let rest = UnsafeRawBufferPointer(rebasing: bytes[start...])
+                    if let (header, length) = FrameHeader.parse(rest), header.isPlausible(masked: masks) {
+                        let end = UInt64(start + length) + header.payloadLength
+                        if end >= UInt64(bytes.count) && end <= UInt64(bytes.count) + count { return start }
+                    }
+                    start += 1
+                }
+                return nil
+            }
+            if let found {
+                pendingSkip = found
+                deferredGap = count
+                state = .header
+                return .insidePayload
+            }
             buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
             state = .resynchronizing
             return .resynchronizing

@@ -119,8 +119,9 @@ import WebSocketWire
         decoder.append(ByteBuffer(bytes: Array(first[80...]) + second))
         var outputs: [FrameDecoder.Output] = []
         while let output = decoder.next() { outputs.append(output) }
-        #expect(outputs.count == 5)  // payload, end, header, payload, end
-        if case .header(let header) = outputs[2] { #expect(header.opcode == .text) } else { Issue.record("no header") }
+        #expect(outputs.count == 6)  // loss, payload, end, header, payload, end
+        #expect(outputs.first == .payloadLoss(50))
+        if case .header(let header) = outputs[3] { #expect(header.opcode == .text) } else { Issue.record("no header") }
     }
 
     @Test func resynchronisesAtNextPlausibleFrameAfterLostFraming() {
@@ -140,6 +141,31 @@ import WebSocketWire
         }
         #expect(skipped == 3)
         #expect(texts == 2)
+    }
+
+    @Test func snapshotLengthCutsKeepFramingPacketByPacket() {
+        // Each "packet" holds one frame whose payload the capture cut after 4 bytes.
+        var decoder = FrameDecoder(senderMasks: true, synchronized: false)
+        var payloads: [[UInt8]] = []
+        var losses: [UInt64] = []
+        for text in ["first frame text", "second frame, longer text"] {
+            let frame = frameBytes(opcode: .text, key: key, payload: Array(text.utf8))
+            var payload: [UInt8] = []
+            func drain() {
+                while let output = decoder.next() {
+                    if case .payload(let piece) = output { payload += Array(buffer: piece) }
+                    if case .payloadLoss(let count) = output { losses.append(count) }
+                }
+            }
+            decoder.append(ByteBuffer(bytes: Array(frame[..<10])))
+            drain()
+            // The first packet is judged as the gap arrives; later ones are in frame.
+            #expect(decoder.skip(UInt64(frame.count - 10)) != .resynchronizing)
+            drain()
+            payloads.append(payload)
+        }
+        #expect(payloads == [Array("firs".utf8), Array("seco".utf8)])
+        #expect(losses == [12, 21])
     }
 
     @Test func midStreamDecoderFindsFirstFrame() {

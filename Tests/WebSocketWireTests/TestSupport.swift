@@ -34,7 +34,7 @@ func decodeFrames(_ chunks: [[UInt8]], senderMasks: Bool? = nil) -> [DecodedFram
             case .end:
                 frames.append(current!)
                 current = nil
-            case .skipped: break
+            case .skipped, .payloadLoss: break
             }
         }
     }
