@@ -294,12 +294,14 @@ public struct TextFormatter {
 
     public func format(_ summary: SessionSummary) -> String {
         var lines: [String] = []
-        var first = "summary: \(summary.webSocketConnections) WebSocket connections, \(summary.frames) frames, \(summary.messages) messages"
-        if summary.findings > 0 { first += ", " + paint("\(summary.findings) findings", .yellow) }
-        if summary.rejectedHandshakes > 0 { first += ", \(summary.rejectedHandshakes) rejected upgrades" }
+        var first = "summary: " + counted(summary.webSocketConnections, "WebSocket connection") + ", "
+            + counted(summary.frames, "frame") + ", " + counted(summary.messages, "message")
+        if summary.findings > 0 { first += ", " + paint(counted(summary.findings, "finding"), .yellow) }
+        if summary.rejectedHandshakes > 0 { first += ", " + counted(summary.rejectedHandshakes, "rejected upgrade") }
         lines.append(first)
         if let packets = summary.packets {
-            var second = "  \(packets) packets, \(summary.bytes ?? 0) bytes, \(summary.tcpConnections ?? 0) TCP connections"
+            var second = "  " + counted(packets, "packet") + ", " + counted(Int(summary.bytes ?? 0), "byte") + ", "
+                + counted(summary.tcpConnections ?? 0, "TCP connection")
             if summary.gaps > 0 { second += ", \(summary.gaps) gaps (\(summary.lostBytes) bytes lost)" }
             if summary.truncatedPackets > 0 { second += ", \(summary.truncatedPackets) packets cut by snaplen" }
             lines.append(second)
@@ -313,6 +315,10 @@ public struct TextFormatter {
         }
         return lines.joined(separator: "\n") + "\n"
     }
+}
+
+func counted(_ count: Int, _ noun: String) -> String {
+    "\(count) \(noun)\(count == 1 ? "" : "s")"
 }
 
 func format3(_ value: Double) -> String {

@@ -251,89 +251,81 @@ public struct ConnectionObserver {
         return true
     }
 
+    /// Takes the next complete HTTP head from `direction`'s bytes, if any; a
+    /// head that is not HTTP, or of the wrong kind, means this is not an
+    /// HTTP connection we can follow.
+    private mutating func takeHead(from direction: Direction, isRequest: Bool) -> HTTPHead? {
+        guard var buffer = pending[direction], buffer.readableBytes > 0, bodyToSkip[direction] == 0 else { return nil }
+        switch buffer.withUnsafeReadableBytes(HTTPHead.parse) {
+        case .incomplete:
+            return nil
+        case .invalid:
+            phase = .ignored
+            return nil
+        case .complete(let head, let length):
+            buffer.moveReaderIndex(forwardBy: length)
+            pending[direction] = buffer
+            switch head.startLine {
+            case .request where isRequest, .response where !isRequest:
+                return head
+            default:
+                phase = .ignored
+                return nil
+            }
+        }
+    }
+
     /// Parses the next request head, if complete; returns whether anything changed.
     private mutating func advanceRequests() -> Bool {
         if skipBody(.clientToServer) { return true }
-        guard !clientAwaitsUpgrade, var buffer = pending[.clientToServer], buffer.readableBytes > 0,
-            bodyToSkip[.clientToServer] == 0
-        else { return false }
-        switch buffer.withUnsafeReadableBytes(HTTPHead.parse) {
-        case .incomplete:
-            return false
-        case .invalid:
-            phase = .ignored
-            return false
-        case .complete(let head, let length):
-            buffer.moveReaderIndex(forwardBy: length)
-            pending[.clientToServer] = buffer
-            guard case .request = head.startLine else {
-                phase = .ignored
-                return false
-            }
-            let request = HandshakeRequest(head: head)
-            unansweredRequests.append(request)
-            bodyToSkip[.clientToServer] = head.contentLength ?? 0
-            // After an upgrade request the client's next bytes may already be
-            // frames; hold them until the response says which.
-            clientAwaitsUpgrade = request.isUpgrade
-            return true
-        }
+        guard !clientAwaitsUpgrade, let head = takeHead(from: .clientToServer, isRequest: true) else { return false }
+        let request = HandshakeRequest(head: head)
+        unansweredRequests.append(request)
+        bodyToSkip[.clientToServer] = head.contentLength ?? 0
+        // After an upgrade request the client's next bytes may already be
+        // frames; hold them until the response says which.
+        clientAwaitsUpgrade = request.isUpgrade
+        return true
     }
 
     private mutating func advanceResponses() -> Bool {
         if skipBody(.serverToClient) { return true }
-        guard var buffer = pending[.serverToClient], buffer.readableBytes > 0, bodyToSkip[.serverToClient] == 0 else {
+        guard let head = takeHead(from: .serverToClient, isRequest: false) else { return false }
+        let response = HandshakeResponse(head: head)
+        if (100..<200).contains(response.status) && response.status != 101 {
+            return true  // 100 Continue and friends precede the real answer.
+        }
+        let request = unansweredRequests.isEmpty ? nil : unansweredRequests.removeFirst()
+        let problems = ConnectionObserver.upgradeProblems(request: request, response: response)
+        if problems.isEmpty {
+            openAfterHandshake(request: request, response: response)
             return false
         }
-        switch buffer.withUnsafeReadableBytes(HTTPHead.parse) {
-        case .incomplete:
-            return false
-        case .invalid:
-            phase = .ignored
-            return false
-        case .complete(let head, let length):
-            buffer.moveReaderIndex(forwardBy: length)
-            pending[.serverToClient] = buffer
-            guard case .response = head.startLine else {
-                phase = .ignored
-                return false
-            }
-            let response = HandshakeResponse(head: head)
-            if (100..<200).contains(response.status) && response.status != 101 {
-                return true  // 100 Continue and friends precede the real answer.
-            }
-            let request = unansweredRequests.isEmpty ? nil : unansweredRequests.removeFirst()
-            let problems = ConnectionObserver.upgradeProblems(request: request, response: response)
-            if problems.isEmpty {
-                openAfterHandshake(request: request, response: response)
-                return false
-            }
-            clientAwaitsUpgrade = false
-            if request?.isUpgrade == true || response.status == 101 || response.accept != nil {
-                events.append(
-                    .handshakeRejected(
-                        HandshakeRejected(
-                            connection: id, time: time, endpoints: endpoints, request: request, response: response,
-                            problems: problems
-                        )
+        clientAwaitsUpgrade = false
+        if request?.isUpgrade == true || response.status == 101 || response.accept != nil {
+            events.append(
+                .handshakeRejected(
+                    HandshakeRejected(
+                        connection: id, time: time, endpoints: endpoints, request: request, response: response,
+                        problems: problems
                     )
                 )
-            }
-            if response.status == 101 { return true }
-            let bodyless = request?.method == "HEAD" || response.status == 204 || response.status == 304
-            if !bodyless {
-                if let length = head.contentLength {
-                    bodyToSkip[.serverToClient] = length
-                } else if head.listElements("Transfer-Encoding").contains(where: { $0.caseInsensitiveEquals("chunked") })
-                    || head.first("Connection")?.lowercased().contains("close") == true
-                {
-                    // A chunked or close-delimited body: no further handshake can
-                    // follow that we could find reliably.
-                    phase = .ignored
-                }
-            }
-            return true
+            )
         }
+        if response.status == 101 { return true }
+        let bodyless = request?.method == "HEAD" || response.status == 204 || response.status == 304
+        if !bodyless {
+            if let length = head.contentLength {
+                bodyToSkip[.serverToClient] = length
+            } else if head.listElements("Transfer-Encoding").contains(where: { $0.caseInsensitiveEquals("chunked") })
+                || head.first("Connection")?.lowercased().contains("close") == true
+            {
+                // A chunked or close-delimited body: no further handshake can
+                // follow that we could find reliably.
+                phase = .ignored
+            }
+        }
+        return true
     }
 
     /// Why an exchange did not open a WebSocket connection; empty when it did.

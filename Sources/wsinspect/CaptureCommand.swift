@@ -39,7 +39,7 @@ struct CaptureCommand: ParsableCommand {
     }
 
     func run() throws {
-        var printer = try EventPrinter(view: view)
+        let printer = try EventPrinter(view: view)
         let source: PacketSource
         do {
             source = try PacketSource.openLive(interface: interface)
@@ -53,38 +53,12 @@ struct CaptureCommand: ParsableCommand {
         signal(SIGINT) { _ in interrupted = 1 }
         signal(SIGTERM) { _ in interrupted = 1 }
         printError("capturing on \(interface) (\(source.linkType)); Ctrl-C to stop")
-        var decoder = CaptureDecoder(configuration: decode.configuration)
-        var number = 0
-        var lastTime = Timestamp.zero
-        var failure: CaptureError?
-        while interrupted == 0 {
-            let result: PacketSource.ReadResult
-            do {
-                result = try source.next()
-            } catch {
-                failure = error
-                break
-            }
-            switch result {
-            case .packet(let packet):
-                number += 1
-                lastTime = packet.time
-                decoder.process(packet.bytes, originalLength: packet.originalLength, linkType: source.linkType, time: packet.time, number: number)
-                while let event = decoder.nextEvent() { printer.print(event) }
-                printer.flush()
-                if let count, number >= count { interrupted = 1 }
-            case .timeout:
-                continue
-            case .end:
-                interrupted = 1
-            }
+        var pipeline = PacketPipeline(decoder: CaptureDecoder(configuration: decode.configuration), printer: printer)
+        let limit = count
+        let failure = pipeline.run(source, flushEachPacket: true) { packets in
+            interrupted != 0 || limit.map { packets >= $0 } == true
         }
-        decoder.finish(at: lastTime)
-        while let event = decoder.nextEvent() { printer.print(event) }
-        var summary = SessionSummary(decoder.statistics)
-        summary.filteredOut = printer.filteredOut
-        if let failure { summary.stoppedEarly = failure.description }
-        printer.printSummary(summary)
+        pipeline.finish(stoppedEarly: failure?.description)
         if let failure {
             printError(failure.description)
             throw ExitCodes.code(for: failure)

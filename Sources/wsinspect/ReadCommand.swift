@@ -21,7 +21,7 @@ struct ReadCommand: ParsableCommand {
     @OptionGroup var view: ViewOptions
 
     func run() throws {
-        var printer = try EventPrinter(view: view)
+        let printer = try EventPrinter(view: view)
         let source: PacketSource
         do {
             source = try PacketSource.openFile(file)
@@ -30,42 +30,13 @@ struct ReadCommand: ParsableCommand {
             printError(error.description)
             throw ExitCodes.code(for: error)
         }
-        var decoder = CaptureDecoder(configuration: decode.configuration)
-        var number = 0
-        var lastTime = Timestamp.zero
-        var stoppedEarly: CaptureError?
-        reading: while true {
-            let result: PacketSource.ReadResult
-            do {
-                result = try source.next()
-            } catch {
-                stoppedEarly = error
-                break reading
-            }
-            switch result {
-            case .packet(let packet):
-                number += 1
-                lastTime = packet.time
-                decoder.process(packet.bytes, originalLength: packet.originalLength, linkType: source.linkType, time: packet.time, number: number)
-                while let event = decoder.nextEvent() { printer.print(event) }
-                if printer.output.closed { break reading }
-            case .timeout:
-                continue
-            case .end:
-                break reading
-            }
-        }
-        decoder.finish(at: lastTime)
-        while let event = decoder.nextEvent() { printer.print(event) }
-        var summary = SessionSummary(decoder.statistics)
-        summary.filteredOut = printer.filteredOut
-        if let stoppedEarly {
-            summary.stoppedEarly = "after packet \(number): \(stoppedEarly.description)"
-        }
-        printer.printSummary(summary)
-        if let stoppedEarly {
-            printError("\(file): stopped after packet \(number): \(stoppedEarly.description)")
-            throw ExitCodes.code(for: stoppedEarly)
+        var pipeline = PacketPipeline(decoder: CaptureDecoder(configuration: decode.configuration), printer: printer)
+        let failure = pipeline.run(source, flushEachPacket: false)
+        let stopped = failure.map { "after packet \(pipeline.packets): \($0.description)" }
+        pipeline.finish(stoppedEarly: stopped)
+        if let failure, let stopped {
+            printError("\(file): stopped \(stopped)")
+            throw ExitCodes.code(for: failure)
         }
     }
 }

@@ -1,0 +1,61 @@
+import InspectorOutput
+import PacketCapture
+import WebSocketWire
+
+/// Drives packets from a libpcap source through the decoder to the view: the
+/// loop `read` and `capture` share.
+struct PacketPipeline {
+    var decoder: CaptureDecoder
+    var printer: EventPrinter
+    private(set) var packets = 0
+    private var lastTime = Timestamp.zero
+
+    init(decoder: CaptureDecoder, printer: EventPrinter) {
+        self.decoder = decoder
+        self.printer = printer
+    }
+
+    /// Reads until the source ends, `shouldStop` (given the packets read so
+    /// far) says so, or the reader of our output goes away; returns the read
+    /// error that ended it, if one did.
+    mutating func run(
+        _ source: PacketSource,
+        flushEachPacket: Bool,
+        shouldStop: (Int) -> Bool = { _ in false }
+    ) -> CaptureError? {
+        while !shouldStop(packets) && !printer.output.closed {
+            let result: PacketSource.ReadResult
+            do {
+                result = try source.next()
+            } catch {
+                return error
+            }
+            switch result {
+            case .packet(let packet):
+                packets += 1
+                lastTime = packet.time
+                decoder.process(
+                    packet.bytes, originalLength: packet.originalLength, linkType: source.linkType,
+                    time: packet.time, number: packets
+                )
+                while let event = decoder.nextEvent() { printer.print(event) }
+                if flushEachPacket { printer.flush() }
+            case .timeout:
+                continue
+            case .end:
+                return nil
+            }
+        }
+        return nil
+    }
+
+    /// Ends every connection still open and prints the summary.
+    mutating func finish(stoppedEarly: String?) {
+        decoder.finish(at: lastTime)
+        while let event = decoder.nextEvent() { printer.print(event) }
+        var summary = SessionSummary(decoder.statistics)
+        summary.filteredOut = printer.filteredOut
+        summary.stoppedEarly = stoppedEarly
+        printer.printSummary(summary)
+    }
+}
