@@ -6,13 +6,13 @@ import WebSocketWire
 /// loop `read` and `capture` share.
 struct PacketPipeline {
     var decoder: CaptureDecoder
-    var printer: EventPrinter
+    let output: OutputThread
     private(set) var packets = 0
     private var lastTime = Timestamp.zero
 
     init(decoder: CaptureDecoder, printer: EventPrinter) {
         self.decoder = decoder
-        self.printer = printer
+        self.output = OutputThread(printer: printer)
     }
 
     /// Reads until the source ends, `shouldStop` (given the packets read so
@@ -23,7 +23,7 @@ struct PacketPipeline {
         flushEachPacket: Bool,
         shouldStop: (Int) -> Bool = { _ in false }
     ) -> CaptureError? {
-        while !shouldStop(packets) && !printer.output.closed {
+        while !shouldStop(packets) && !output.outputClosed {
             let result: PacketSource.ReadResult
             do {
                 result = try source.next()
@@ -38,8 +38,8 @@ struct PacketPipeline {
                     packet.bytes, originalLength: packet.originalLength, linkType: source.linkType,
                     time: packet.time, number: packets
                 )
-                while let event = decoder.nextEvent() { printer.print(event) }
-                if flushEachPacket { printer.flush() }
+                while let event = decoder.nextEvent() { output.add(event) }
+                if flushEachPacket { output.submit(flush: true) }
             case .timeout:
                 continue
             case .end:
@@ -52,10 +52,9 @@ struct PacketPipeline {
     /// Ends every connection still open and prints the summary.
     mutating func finish(stoppedEarly: String?) {
         decoder.finish(at: lastTime)
-        while let event = decoder.nextEvent() { printer.print(event) }
+        while let event = decoder.nextEvent() { output.add(event) }
         var summary = SessionSummary(decoder.statistics)
-        summary.filteredOut = printer.filteredOut
         summary.stoppedEarly = stoppedEarly
-        printer.printSummary(summary)
+        output.finish(summary)
     }
 }

@@ -1,0 +1,58 @@
+import Dispatch
+import InspectorOutput
+import Synchronization
+import WebSocketWire
+
+/// Formats and writes events on a second thread, so that decoding and output
+/// — each about half the work of a JSON Lines run — use both cores.
+///
+/// The decoding thread hands over events in batches; a bounded number of
+/// batches may wait (back-pressure keeps memory flat), and a serial queue
+/// keeps them in order. Only that queue touches the printer.
+final class OutputThread: @unchecked Sendable {
+    private var printer: EventPrinter
+    private let queue = DispatchQueue(label: "wsinspect.output")
+    private let freeSlots = DispatchSemaphore(value: 8)
+    private var batch: [InspectorEvent] = []
+    private let batchSize = 2048
+    private let closed = Atomic<Bool>(false)
+
+    init(printer: EventPrinter) {
+        self.printer = printer
+        batch.reserveCapacity(batchSize)
+    }
+
+    /// Whether the reader of our output has gone away (e.g. `| head`).
+    var outputClosed: Bool { closed.load(ordering: .relaxed) }
+
+    /// Called on the decoding thread.
+    func add(_ event: InspectorEvent) {
+        batch.append(event)
+        if batch.count >= batchSize { submit(flush: false) }
+    }
+
+    /// Hands the current batch to the output thread; `flush` also writes it
+    /// out at once (live views).
+    func submit(flush: Bool) {
+        guard !batch.isEmpty || flush else { return }
+        let events = batch
+        batch.removeAll(keepingCapacity: true)
+        freeSlots.wait()
+        queue.async {
+            for event in events { self.printer.print(event) }
+            if flush { self.printer.flush() }
+            if self.printer.output.closed { self.closed.store(true, ordering: .relaxed) }
+            self.freeSlots.signal()
+        }
+    }
+
+    /// Writes what is left and the summary, and waits until all is out.
+    func finish(_ summary: SessionSummary) {
+        submit(flush: false)
+        queue.sync {
+            var summary = summary
+            summary.filteredOut = printer.filteredOut
+            printer.printSummary(summary)
+        }
+    }
+}
