@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "WebSocketWire", targets: ["WebSocketWire"]),
         .library(name: "PacketCapture", targets: ["PacketCapture"]),
         .library(name: "InspectorOutput", targets: ["InspectorOutput"]),
+        .library(name: "InspectorProxy", targets: ["InspectorProxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -54,12 +55,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "InspectorProxy",
+            dependencies: [
+                "WebSocketWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            // NIO channel handlers are event-loop-bound classes; Swift 5 mode
+            // keeps their loop-confined use free of Sendable ceremony.
+            swiftSettings: strict + [.swiftLanguageMode(.v5)]
+        ),
         .executableTarget(
             name: "wsinspect",
             dependencies: [
                 "WebSocketWire",
                 "PacketCapture",
                 "InspectorOutput",
+                "InspectorProxy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -3,6 +3,10 @@ import NIOCore
 import PacketCapture
 import WebSocketWire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Runs events through the view's filter and formatter to standard output.
 struct EventPrinter {
     let filter: EventFilter
@@ -10,11 +14,12 @@ struct EventPrinter {
     let text: TextFormatter
     let json = JSONLinesFormatter()
     let messagesOnly: Bool
-    var output = OutputStream()
+    var output: OutputStream
     private var writer = JSONWriter(capacity: OutputStream.blockSize + 64 * 1024)
     var filteredOut = 0
 
-    init(view: ViewOptions) throws {
+    init(view: ViewOptions, descriptor: Int32 = STDOUT_FILENO) throws {
+        output = OutputStream(descriptor: descriptor)
         filter = try view.makeFilter()
         format = view.format
         text = TextFormatter(options: view.textOptions())

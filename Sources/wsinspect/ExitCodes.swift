@@ -8,6 +8,8 @@ enum ExitCodes {
     static let noInput = ExitCode(66)
     static let unavailable = ExitCode(69)
     static let ioError = ExitCode(74)
+    /// The proxy's listening address is taken.
+    static let addressInUse = ExitCode(75)
     static let permissionDenied = ExitCode(77)
 
     static func code(for error: CaptureError) -> ExitCode {

@@ -11,7 +11,11 @@ struct OutputStream {
     /// Set when the reader went away (EPIPE, e.g. `| head`): stop quietly.
     private(set) var closed = false
 
-    init() {
+    /// Where the bytes go: standard output unless told otherwise (`--log`).
+    private let descriptor: Int32
+
+    init(descriptor: Int32 = STDOUT_FILENO) {
+        self.descriptor = descriptor
         buffer.reserveCapacity(threshold + 4096)
     }
 
@@ -39,7 +43,7 @@ struct OutputStream {
         guard !closed, let base = bytes.baseAddress else { return }
         var offset = 0
         while offset < bytes.count {
-            let written = Glibc.write(STDOUT_FILENO, base + offset, bytes.count - offset)
+            let written = Glibc.write(descriptor, base + offset, bytes.count - offset)
             if written < 0 {
                 if errno == EINTR { continue }
                 closed = true

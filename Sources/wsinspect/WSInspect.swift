@@ -8,10 +8,11 @@ struct WSInspect: ParsableCommand {
         discussion: """
             Exit codes: 0 success; 2 the capture ended early (truncated file), events up to \
             that point were printed; 64 bad usage; 65 input is not a capture file; \
-            66 input file missing or unreadable; 69 no such interface; 74 output could not \
-            be written; 77 permission denied for live capture.
+            66 input file missing or unreadable; 69 no such interface (or the proxy cannot \
+            listen); 74 output could not be written; 75 the proxy's listen address is in use; \
+            77 permission denied.
             """,
         version: "0.1.0",
-        subcommands: [ReadCommand.self, CaptureCommand.self]
+        subcommands: [ReadCommand.self, CaptureCommand.self, ProxyCommand.self]
     )
 }

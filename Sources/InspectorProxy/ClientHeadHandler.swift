@@ -1,0 +1,177 @@
+import NIOCore
+import NIOPosix
+import WebSocketWire
+
+/// The first handler on an accepted connection: reads the client's request
+/// head, connects to the upstream, sends the head on (Host rewritten) and
+/// then turns both channels into a relay watched by a ``ConnectionTap``.
+/// When the upstream cannot be reached the client gets a 502.
+final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let configuration: ProxyConfiguration
+    private let id: Int
+    private let sink: @Sendable (InspectorEvent) -> Void
+    private let diagnostics: @Sendable (String) -> Void
+    private var buffered = ByteBuffer()
+    private var connecting = false
+    private var timeout: Scheduled<Void>?
+
+    init(
+        configuration: ProxyConfiguration,
+        id: Int,
+        sink: @escaping @Sendable (InspectorEvent) -> Void,
+        diagnostics: @escaping @Sendable (String) -> Void
+    ) {
+        self.configuration = configuration
+        self.id = id
+        self.sink = sink
+        self.diagnostics = diagnostics
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let seconds = configuration.handshakeTimeout
+        let diagnostics = self.diagnostics
+        let id = self.id
+        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        timeout = context.eventLoop.scheduleTask(in: .seconds(seconds)) {
+            diagnostics("connection \(id): no complete request head within \(seconds) s; closing")
+            loopBoundContext.value.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        buffered.writeBuffer(&bytes)
+        guard !connecting else { return }
+        switch buffered.withUnsafeReadableBytes(HTTPHead.parse) {
+        case .incomplete:
+            return
+        case .invalid(let reason):
+            diagnostics("connection \(id): not an HTTP request (\(reason)); closing")
+            respond(context, status: "400 Bad Request", body: "wsinspect: the request is not HTTP/1.1: \(reason)\n")
+        case .complete(let head, _):
+            guard case .request = head.startLine else {
+                respond(context, status: "400 Bad Request", body: "wsinspect: expected an HTTP request\n")
+                return
+            }
+            connecting = true
+            timeout?.cancel()
+            connectUpstream(context, head: head)
+        }
+    }
+
+    private func connectUpstream(_ context: ChannelHandlerContext, head: HTTPHead) {
+        let upstream = configuration.upstream
+        let clientAddress = context.channel.remoteAddress
+        let rewriter = RequestHeadRewriter(
+            upstream: upstream,
+            forwardedFor: configuration.addForwardedFor ? clientAddress?.ipAddress : nil
+        )
+        // Stop reading from the client until the relay is in place.
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ClientBootstrap(group: context.eventLoop)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .connectTimeout(.seconds(10))
+            .connect(host: upstream.host, port: upstream.port)
+            .whenComplete { result in
+                let context = loopBoundContext.value
+                let handler = loopBoundSelf.value
+                switch result {
+                case .success(let upstreamChannel):
+                    handler.startRelay(context, upstreamChannel: upstreamChannel, head: head, rewriter: rewriter)
+                case .failure(let error):
+                    handler.diagnostics("connection \(handler.id): cannot reach upstream \(upstream.hostHeader): \(error)")
+                    handler.respond(
+                        context,
+                        status: "502 Bad Gateway",
+                        body: "wsinspect: cannot reach the upstream \(upstream): \(error)\n"
+                    )
+                }
+            }
+    }
+
+    private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, head: HTTPHead, rewriter: RequestHeadRewriter) {
+        let client = context.channel.remoteAddress.map(Self.describe) ?? "unknown"
+        let server = upstreamChannel.remoteAddress.map(Self.describe) ?? configuration.upstream.hostHeader
+        let tap = ConnectionTap(id: id, client: client, server: server, configuration: configuration.observer, sink: sink)
+        var closedDirections = 0
+        let (clientSide, upstreamSide) = RelayHandler.pair(tap: tap) { _ in
+            closedDirections += 1
+            if closedDirections == 1 { tap.finish(.tcpFin) }
+        }
+        do {
+            try upstreamChannel.pipeline.syncOperations.addHandler(upstreamSide)
+            if configuration.idleTimeout > 0 {
+                try upstreamChannel.pipeline.syncOperations.addHandler(
+                    IdleStateHandler(allTimeout: .seconds(configuration.idleTimeout)), position: .first
+                )
+                try context.pipeline.syncOperations.addHandler(
+                    IdleStateHandler(allTimeout: .seconds(configuration.idleTimeout)), position: .first
+                )
+                try context.pipeline.syncOperations.addHandler(IdleCloser())
+                try upstreamChannel.pipeline.syncOperations.addHandler(IdleCloser())
+            }
+            try context.pipeline.syncOperations.addHandler(clientSide)
+        } catch {
+            context.close(promise: nil)
+            upstreamChannel.close(promise: nil)
+            return
+        }
+        // The head goes out rewritten; the tap sees exactly what the client
+        // sent, so the log shows the client's own request.
+        var head = context.channel.allocator.buffer(bytes: rewriter.rewrite(head))
+        let length = buffered.withUnsafeReadableBytes { bytes -> Int in
+            if case .complete(_, let length) = HTTPHead.parse(bytes) { return length }
+            return 0
+        }
+        let original = buffered.readSlice(length: length)!
+        tap.observe(original, .clientToServer)
+        if buffered.readableBytes > 0 {
+            tap.observe(buffered, .clientToServer)
+            head.writeImmutableBuffer(buffered)
+        }
+        upstreamChannel.writeAndFlush(head, promise: nil)
+        buffered.clear()
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        upstreamChannel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        context.read()
+        upstreamChannel.read()
+    }
+
+    private func respond(_ context: ChannelHandlerContext, status: String, body: String) {
+        let text = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+}
+
+/// Closes a connection that has been idle for the configured time.
+final class IdleCloser: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}

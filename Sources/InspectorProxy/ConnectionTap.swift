@@ -1,0 +1,49 @@
+import NIOCore
+import WebSocketWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Watches one relayed connection: every byte the relay forwards is also fed,
+/// unchanged, to a ``ConnectionObserver``, whose events go to the log sink.
+/// Lives on the connection's event loop; both relay handlers share it.
+final class ConnectionTap {
+    private var observer: ConnectionObserver
+    private let sink: @Sendable (InspectorEvent) -> Void
+    private var finished = false
+
+    init(id: Int, client: String, server: String, configuration: ObserverConfiguration, sink: @escaping @Sendable (InspectorEvent) -> Void) {
+        observer = ConnectionObserver(
+            id: id,
+            endpoints: ConnectionEndpoints(client: client, server: server),
+            startsAtBeginning: true,
+            configuration: configuration
+        )
+        self.sink = sink
+    }
+
+    func observe(_ bytes: ByteBuffer, _ direction: Direction) {
+        guard !finished else { return }
+        observer.receive(bytes, from: direction, at: ConnectionTap.now())
+        drain()
+    }
+
+    func finish(_ reason: ConnectionClosed.Reason) {
+        guard !finished else { return }
+        finished = true
+        observer.finish(reason, at: ConnectionTap.now())
+        drain()
+    }
+
+    private func drain() {
+        while let event = observer.nextEvent() { sink(event) }
+    }
+
+    /// Wall-clock time for the log; the observer itself never reads a clock.
+    static func now() -> Timestamp {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Timestamp(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
+    }
+}

@@ -1,0 +1,92 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+import WebSocketWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The reverse proxy: accepts connections, relays each to the upstream and
+/// logs every frame through the shared decoder. Bytes are forwarded
+/// unchanged except the request head's Host (and path base).
+public final class ProxyServer: Sendable {
+    public let configuration: ProxyConfiguration
+    private let group: MultiThreadedEventLoopGroup
+    private let channel: Channel
+    private let nextID: Atomic<Int>
+
+    public struct StartError: Error, CustomStringConvertible {
+        public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, other }
+        public var kind: Kind
+        public var description: String
+    }
+
+    /// The address actually bound (port 0 picks one).
+    public var localAddress: String {
+        channel.localAddress.map(ClientHeadHandler.describe) ?? "\(configuration.listenHost):\(configuration.listenPort)"
+    }
+
+    /// Binds and starts accepting. `sink` receives every event, on event-loop
+    /// threads: it must be quick and thread-safe. `diagnostics` gets
+    /// human-readable problems (an unreachable upstream, a timeout).
+    public init(
+        configuration: ProxyConfiguration,
+        threads: Int = System.coreCount,
+        sink: @escaping @Sendable (InspectorEvent) -> Void,
+        diagnostics: @escaping @Sendable (String) -> Void
+    ) throws {
+        self.configuration = configuration
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let nextID = Atomic<Int>(1)
+        self.nextID = nextID
+        let counter = IDCounter()
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                let id = counter.next()
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ClientHeadHandler(configuration: configuration, id: id, sink: sink, diagnostics: diagnostics)
+                    )
+                }
+            }
+        do {
+            channel = try bootstrap.bind(host: configuration.listenHost, port: configuration.listenPort).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            let text = "\(error)"
+            let kind: StartError.Kind
+            if let io = error as? IOError, io.errnoCode == EADDRINUSE {
+                kind = .addressInUse
+            } else if let io = error as? IOError, io.errnoCode == EACCES {
+                kind = .permissionDenied
+            } else if error is SocketAddressError {
+                kind = .badAddress
+            } else {
+                kind = .other
+            }
+            throw StartError(kind: kind, description: "cannot listen on \(configuration.listenHost):\(configuration.listenPort): \(text)")
+        }
+        self.group = group
+    }
+
+    /// Runs until the listening socket closes (see ``shutdown()``).
+    public func wait() throws {
+        try channel.closeFuture.wait()
+    }
+
+    public func shutdown() {
+        channel.close(promise: nil)
+        try? group.syncShutdownGracefully()
+    }
+}
+
+/// Numbers connections in accept order, from any event loop.
+private final class IDCounter: Sendable {
+    private let value = Atomic<Int>(1)
+    func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+}
