@@ -38,7 +38,9 @@ public enum PacketDecoder {
         guard let (etherType, offset) = networkLayer(bytes, linkType: linkType) else {
             return .failure(.unsupportedLinkType(linkType))
         }
-        let cut = max(0, originalLength - bytes.count)
+        // An IP packet is at most 64 KiB (jumbograms aside), whatever length a
+        // damaged capture header claims for the packet.
+        let cut = min(max(0, originalLength - bytes.count), 65_535)
         let rest = UnsafeRawBufferPointer(rebasing: bytes[min(offset, bytes.count)...])
         switch etherType {
         case 0x0800: return ipv4(rest, cut: cut)

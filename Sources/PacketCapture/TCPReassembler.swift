@@ -53,6 +53,9 @@ public struct TCPReassembler: Sendable {
         payload: ByteBuffer,
         missingTail: Int = 0
     ) {
+        // A segment never holds more than an IP packet; larger claims come
+        // from damaged captures and would break sequence arithmetic.
+        let missingTail = min(max(0, missingTail), 65_535)
         var start = sequence
         if syn {
             start = sequence &+ 1

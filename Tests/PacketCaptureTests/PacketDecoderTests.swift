@@ -66,6 +66,18 @@ import Testing
         #expect(missing == 1)
     }
 
+    /// Found by fuzzing: a record header claiming a 2 GiB packet made the
+    /// missing-payload count overflow TCP sequence arithmetic.
+    @Test func boundsMissingPayloadByTheIPLimit() throws {
+        var tso = Self.ipv4
+        tso[2] = 0  // total length 0, as TSO captures show it
+        tso[3] = 0
+        let missing = try tso.withUnsafeBytes { raw in
+            try PacketDecoder.decode(raw, linkType: .raw, originalLength: Int(Int32.max)).map(\.missingPayload).get()
+        }
+        #expect(missing <= 65_535)
+    }
+
     @Test func skipsWhatIsNotTCP() {
         let arp = Self.ethernetHeader + [0x08, 0x06] + Array(repeating: 0, count: 28)
         var udp = Self.ipv4

@@ -77,6 +77,12 @@ import Testing
         #expect(run(segments) == "ab<cut 3>fg")
     }
 
+    @Test func survivesAbsurdMissingTails() {
+        // Found by fuzzing (see fuzz/regressions): a cut of half the sequence space.
+        let segments = [Segment(sequence: 0x8B8B_FE00, bytes: "ab", missingTail: Int(Int32.max)), Segment(sequence: 7, bytes: "xy")]
+        _ = run(segments)
+    }
+
     @Test func finishesAfterFIN() {
         var reassembler = TCPReassembler()
         reassembler.add(sequence: 1, syn: false, fin: true, payload: ByteBuffer(string: "x"))
