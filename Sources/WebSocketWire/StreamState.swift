@@ -1,0 +1,325 @@
+import NIOCore
+
+/// Decoding state of one direction of an open connection.
+struct StreamState {
+    let direction: Direction
+    var decoder = FrameDecoder()
+    var frame: FrameState?
+    var message: MessageState?
+    var inflater: Inflater?
+    /// Set when this direction's inflate context can no longer be trusted.
+    var inflateUnusable: String?
+    /// The inflater was made without a handshake in view, on a guess.
+    var inflaterGuessed = false
+    var closeSent = false
+    var stats = DirectionStatistics()
+    var pings: [(payload: [UInt8], time: Timestamp)] = []
+
+    init(direction: Direction) {
+        self.direction = direction
+    }
+
+    // MARK: Frames (RFC 6455 §5)
+
+    mutating func drain(
+        _ context: FrameContext,
+        events: inout CircularBuffer<InspectorEvent>,
+        findingCount: inout Int,
+        peerPings: inout [(payload: [UInt8], time: Timestamp)]
+    ) {
+        while let output = decoder.next() {
+            switch output {
+            case .header(let header):
+                beginFrame(header, context)
+            case .payload(let piece):
+                consumePayload(piece, limit: context.limit, deflate: context.deflate)
+            case .end:
+                endFrame(context, events: &events, findingCount: &findingCount, peerPings: &peerPings)
+            case .payloadLoss:
+                markLoss(outcome: .insidePayload, deflate: context.deflate)
+            case .skipped(let count):
+                let finding = Finding(.resynchronized, "skipped \(count) bytes to reach the next plausible frame header")
+                findingCount += 1
+                events.append(.finding(FindingEvent(connection: context.connection, time: context.time, direction: direction, finding: finding)))
+            }
+        }
+    }
+
+    mutating func beginFrame(_ header: FrameHeader, _ context: FrameContext) {
+        var findings = header.intrinsicFindings
+        if direction == .clientToServer && !header.isMasked {
+            findings.append(Finding(.unmaskedClientFrame, "client frame is not masked (RFC 6455 §5.1)"))
+        } else if direction == .serverToClient && header.isMasked {
+            findings.append(Finding(.maskedServerFrame, "server frame is masked (RFC 6455 §5.1)"))
+        }
+        let deflate = context.deflate
+        if !context.unknownExtensions {
+            if header.rsv1 {
+                if let deflate {
+                    let allowed = deflate.variant == .perFrame ? !header.opcode.isControl : header.opcode.startsMessage
+                    if !allowed {
+                        findings.append(Finding(.unexpectedRSVBits, "RSV1 is set on a \(header.opcode.name) frame; permessage-deflate allows it only on a message's first frame (RFC 7692 §6.1)"))
+                    }
+                } else if !context.deflateGuessed {
+                    findings.append(Finding(.unexpectedRSVBits, "RSV1 is set but no extension was negotiated (RFC 6455 §5.2)"))
+                }
+            }
+            if header.rsv2 || header.rsv3 {
+                findings.append(Finding(.unexpectedRSVBits, "RSV\(header.rsv2 ? 2 : 3) is set but no extension defines it (RFC 6455 §5.2)"))
+            }
+        }
+        if closeSent {
+            findings.append(Finding(.frameAfterClose, "\(header.opcode.name) frame sent after this side's Close frame (RFC 6455 §5.5.1)"))
+        }
+        if header.opcode == .continuation {
+            if message == nil && !(context.midStream && stats.messages == 0) {
+                findings.append(Finding(.continuationWithoutStart, "continuation frame with no message in progress (RFC 6455 §5.4)"))
+            }
+            message?.frameCount += 1
+        } else if header.opcode.startsMessage {
+            if let unfinished = message {
+                findings.append(Finding(.dataFrameInsideMessage, "\(header.opcode.name) frame starts a new message while a fragmented \(unfinished.opcode.name) message is unfinished (RFC 6455 §5.4)"))
+                message = nil
+            }
+            let perMessage = deflate?.variant == .perMessage || (deflate == nil && context.deflateGuessed)
+            let compressed = header.rsv1 && (perMessage || deflate?.variant == .perFrame)
+            if compressed, deflate == nil, inflater == nil {
+                // Mid-stream: assume permessage-deflate and see whether the bytes
+                // inflate; with context takeover they only can if this is the
+                // first compressed message of the connection.
+                inflater = Inflater(windowBits: 15)
+                inflaterGuessed = true
+            }
+            message = MessageState(opcode: header.opcode, compressed: compressed)
+        }
+        frame = FrameState(header: header, findings: findings, packet: context.packet)
+    }
+
+    mutating func endFrame(
+        _ context: FrameContext,
+        events: inout CircularBuffer<InspectorEvent>,
+        findingCount: inout Int,
+        peerPings: inout [(payload: [UInt8], time: Timestamp)]
+    ) {
+        // Moved out, not copied: a copy would share the payload buffers and
+        // force copy-on-write on every later append.
+        guard var frame = self.frame.take() else { return }
+        let header = frame.header
+        let deflate = context.deflate
+        var close: CloseBody?
+        var roundTrip: Int64?
+        var finishedMessage: MessageEvent?
+        let compressed = !header.opcode.isControl && (message?.compressed ?? false)
+            && (deflate?.variant != .perFrame || header.rsv1)
+
+        if header.opcode == .close {
+            close = StreamState.parseClose(frame.payload, complete: !frame.lost, findings: &frame.findings)
+            closeSent = true
+            stats.close = close
+        } else if header.opcode == .ping, !frame.lost {
+            if pings.count >= 64 { pings.removeFirst() }
+            pings.append((Array(buffer: frame.payload), context.time))
+        } else if header.opcode == .pong, !frame.lost {
+            // RFC 6455 §5.5.3: a pong echoes the ping's application data; match
+            // the earliest unanswered ping from the other side.
+            let payload = Array(buffer: frame.payload)
+            if let index = peerPings.firstIndex(where: { $0.payload == payload }) {
+                roundTrip = context.time - peerPings[index].time
+                peerPings.removeSubrange(0...index)
+            }
+        }
+
+        if !header.opcode.isControl, var message = self.message.take() {
+            if deflate?.variant == .perFrame && header.rsv1 {
+                inflateTail(into: &message, limit: context.limit, resetAfter: false)
+            }
+            if header.fin {
+                if message.compressed && deflate?.variant != .perFrame {
+                    let reset = deflate?.noContextTakeover(for: direction) ?? false
+                    inflateTail(into: &message, limit: context.limit, resetAfter: reset)
+                }
+                if message.opcode == .text, message.validatesText, message.utf8.isValid, !message.utf8.isCompleteAndValid {
+                    message.newFindings.append(Finding(.invalidUTF8, "text message ends inside a UTF-8 sequence (RFC 6455 §8.1)"))
+                }
+            }
+            frame.findings += message.newFindings
+            message.findings += message.newFindings
+            message.newFindings = []
+            if header.fin {
+                stats.messages += 1
+                finishedMessage = message.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction)
+            } else {
+                self.message = message
+            }
+        }
+
+        stats.frames += 1
+        stats.payloadBytes += header.payloadLength
+        findingCount += frame.findings.count
+        var event = FrameEvent(
+            connection: context.connection, time: context.time, packet: context.packet, direction: direction,
+            header: header, payload: frame.payload,
+            payloadTruncated: frame.lost || frame.received > UInt64(frame.payload.readableBytes),
+            close: close, pingRoundTrip: roundTrip, findings: frame.findings,
+            inflated: finishedMessage.flatMap { message in
+                message.compressed
+                    ? InflatedMessage(opcode: message.opcode, payload: message.payload, length: message.length, error: message.inflateError)
+                    : nil
+            }
+        )
+        event.isCompressed = compressed
+        events.append(.frame(event))
+        if let finishedMessage {
+            events.append(.message(finishedMessage))
+        }
+    }
+
+    /// Close payload: empty, or a 2-byte code and a UTF-8 reason (RFC 6455 §5.5.1).
+    static func parseClose(_ payload: ByteBuffer, complete: Bool, findings: inout [Finding]) -> CloseBody {
+        var payload = payload
+        let count = payload.readableBytes
+        if count == 0 { return CloseBody(code: nil, reason: nil) }
+        if count == 1 {
+            findings.append(Finding(.closePayloadTooShort, "close payload is 1 byte; it must be empty or start with a 2-byte code (RFC 6455 §5.5.1)"))
+            return CloseBody(code: nil, reason: nil)
+        }
+        let code = WebSocketCloseCode(code: payload.readInteger(as: UInt16.self)!)
+        if !code.isAllowedOnWire {
+            findings.append(Finding(.invalidCloseCode, "close code \(code.code) (\(code.name)) must not be sent in a Close frame (RFC 6455 §7.4)"))
+        }
+        let reasonBytes = payload.readableBytesView
+        var validator = UTF8Validator()
+        reasonBytes.withUnsafeBytes { validator.feed($0) }
+        if complete && !validator.isCompleteAndValid {
+            findings.append(Finding(.invalidCloseReason, "close reason is not valid UTF-8 (RFC 6455 §5.5.1)"))
+        }
+        return CloseBody(code: code, reason: String(decoding: reasonBytes, as: UTF8.self))
+    }
+
+    /// Reports a frame or message the capture ended inside of.
+    mutating func flushIncomplete(_ context: FrameContext, events: inout CircularBuffer<InspectorEvent>, findingCount: inout Int) {
+        if let frame {
+            var findings = frame.findings
+            let missing = frame.header.payloadLength - frame.received
+            findings.append(Finding(.truncatedFrame, "the connection ends \(missing) bytes before the end of this frame"))
+            findingCount += findings.count
+            stats.frames += 1
+            events.append(
+                .frame(
+                    FrameEvent(
+                        connection: context.connection, time: context.time, packet: frame.packet, direction: direction,
+                        header: frame.header, payload: frame.payload, payloadTruncated: true, close: nil,
+                        pingRoundTrip: nil, findings: findings
+                    )
+                )
+            )
+            self.frame = nil
+        }
+        if var message {
+            message.lost = true
+            message.findings.append(Finding(.truncatedFrame, "the connection ends before the end of this message"))
+            findingCount += 1
+            events.append(.message(message.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction)))
+            self.message = nil
+        }
+    }
+
+    mutating func consumePayload(_ piece: ByteBuffer, limit: Int, deflate: DeflateParameters?) {
+        guard var frame = self.frame.take() else { return }
+        frame.received += UInt64(piece.readableBytes)
+        if frame.payload.readableBytes == 0 && piece.readableBytes <= limit {
+            frame.payload = piece
+        } else if frame.payload.readableBytes < limit {
+            var piece = piece
+            let room = limit - frame.payload.readableBytes
+            if var part = piece.readSlice(length: min(room, piece.readableBytes)) {
+                frame.payload.writeBuffer(&part)
+            }
+        }
+        self.frame = frame
+        guard !frame.header.opcode.isControl, var message = self.message.take() else { return }
+        message.wireLength += UInt64(piece.readableBytes)
+        let compressedFrame = message.compressed && (deflate?.variant != .perFrame || frame.header.rsv1)
+        if compressedFrame {
+            inflate(piece, into: &message, limit: limit)
+        } else if message.payload.readableBytes == 0 && piece.readableBytes <= limit {
+            // Uncompressed and the first bytes: share the frame's buffer.
+            piece.withUnsafeReadableBytes { message.validate($0) }
+            message.length += UInt64(piece.readableBytes)
+            message.payload = piece
+        } else {
+            piece.withUnsafeReadableBytes { message.keep($0, limit: limit) }
+        }
+        self.message = message
+    }
+
+    mutating func inflate(_ bytes: ByteBuffer, into message: inout MessageState, limit: Int) {
+        guard message.inflateError == nil else { return }
+        if let reason = inflateUnusable {
+            message.inflateError = reason
+            message.newFindings.append(Finding(.cannotInflate, "message not inflated: \(reason)"))
+            return
+        }
+        guard let inflater else { return }
+        do {
+            try inflater.inflate(bytes) { message.keep($0, limit: limit) }
+        } catch {
+            let description = (error as? Inflater.Error)?.description ?? "\(error)"
+            message.inflateError = description
+            if inflaterGuessed {
+                message.newFindings.append(Finding(.cannotInflate, "message not inflated: the capture began after the handshake, so the compression parameters and the context of earlier messages are unknown (zlib: \(description))"))
+            } else {
+                message.newFindings.append(Finding(.inflateError, "inflating the message failed: \(description) (RFC 7692 §7.2.2)"))
+            }
+            inflateUnusable = "an earlier message failed to inflate, so the shared compression context is lost"
+        }
+    }
+
+    mutating func inflateTail(into message: inout MessageState, limit: Int, resetAfter: Bool) {
+        if message.inflateError == nil, !message.lost {
+            var tail = ByteBuffer()
+            tail.writeBytes(Inflater.messageTail)
+            inflate(tail, into: &message, limit: limit)
+        }
+        if resetAfter {
+            // No context takeover: the next message starts afresh, so losses
+            // before it no longer matter (RFC 7692 §7.1.1).
+            inflater?.reset()
+            inflateUnusable = nil
+        }
+    }
+
+    /// Bytes went missing; the current frame, its message and (with context
+    /// takeover) the inflate context are incomplete from here on.
+    mutating func markLoss(outcome: FrameDecoder.GapOutcome, deflate: DeflateParameters?) {
+        frame?.lost = true
+        guard var message else { return }
+        message.lost = true
+        message.validatesText = false
+        if message.compressed && message.inflateError == nil {
+            message.inflateError = "bytes of this message are missing from the capture"
+            message.newFindings.append(Finding(.cannotInflate, "message not inflated: bytes are missing from the capture"))
+        }
+        if message.compressed && !(deflate?.noContextTakeover(for: direction) ?? false) {
+            inflateUnusable = "bytes were missing earlier in this direction, so the shared compression context is lost"
+        }
+        if outcome == .resynchronizing {
+            self.frame = nil
+            self.message = nil
+        } else {
+            self.message = message
+        }
+    }
+}
+
+/// What the per-direction decoding needs to know about its connection.
+struct FrameContext {
+    var connection: Int
+    var time: Timestamp
+    var packet: Int?
+    var deflate: DeflateParameters?
+    var deflateGuessed: Bool
+    var unknownExtensions: Bool
+    var midStream: Bool
+    var limit: Int
+}
