@@ -14,6 +14,9 @@ public struct ProxyConfiguration: Sendable {
     public var handshakeTimeout: Int64 = 10
     /// Seconds without traffic either way before a connection is closed; 0 = never.
     public var idleTimeout: Int64 = 0
+    /// Record every client connection's traffic (as the client saw it) to
+    /// this pcap file, which `wsinspect read` and Wireshark decode.
+    public var pcapPath: String?
     /// How the decoder that logs frames behaves.
     public var observer = ObserverConfiguration()
 

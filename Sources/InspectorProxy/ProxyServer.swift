@@ -1,4 +1,5 @@
 import NIOCore
+import NIOExtras
 import NIOPosix
 import Synchronization
 import WebSocketWire
@@ -14,10 +15,10 @@ public final class ProxyServer: Sendable {
     public let configuration: ProxyConfiguration
     private let group: MultiThreadedEventLoopGroup
     private let channel: Channel
-    private let nextID: Atomic<Int>
+    private let recording: NIOWritePCAPHandler.SynchronizedFileSink?
 
     public struct StartError: Error, CustomStringConvertible {
-        public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, other }
+        public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, cannotRecord, other }
         public var kind: Kind
         public var description: String
     }
@@ -38,9 +39,19 @@ public final class ProxyServer: Sendable {
     ) throws {
         self.configuration = configuration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let nextID = Atomic<Int>(1)
-        self.nextID = nextID
         let counter = IDCounter()
+        var recording: NIOWritePCAPHandler.SynchronizedFileSink?
+        if let path = configuration.pcapPath {
+            do {
+                recording = try NIOWritePCAPHandler.SynchronizedFileSink.fileSinkWritingToFile(path: path) { error in
+                    diagnostics("\(path): recording stopped: \(error)")
+                }
+            } catch {
+                try? group.syncShutdownGracefully()
+                throw StartError(kind: .cannotRecord, description: "\(path): cannot write the pcap file: \(error)")
+            }
+        }
+        self.recording = recording
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -49,6 +60,12 @@ public final class ProxyServer: Sendable {
             .childChannelInitializer { channel in
                 let id = counter.next()
                 return channel.eventLoop.makeCompletedFuture {
+                    if let recording {
+                        // First in the pipeline: records the bytes exactly as the client sent and got them.
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOWritePCAPHandler(mode: .server, fileSink: recording.write(buffer:))
+                        )
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ClientHeadHandler(configuration: configuration, id: id, sink: sink, diagnostics: diagnostics)
                     )
@@ -58,6 +75,7 @@ public final class ProxyServer: Sendable {
             channel = try bootstrap.bind(host: configuration.listenHost, port: configuration.listenPort).wait()
         } catch {
             try? group.syncShutdownGracefully()
+            try? recording?.syncClose()
             let text = "\(error)"
             let kind: StartError.Kind
             if let io = error as? IOError, io.errnoCode == EADDRINUSE {
@@ -82,6 +100,7 @@ public final class ProxyServer: Sendable {
     public func shutdown() {
         channel.close(promise: nil)
         try? group.syncShutdownGracefully()
+        try? recording?.syncClose()
     }
 }
 

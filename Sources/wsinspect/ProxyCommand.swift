@@ -29,6 +29,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Write the log to this file instead of standard output.")
     var log: String?
 
+    @Option(name: .long, help: "Record the proxied traffic (as each client saw it) to this pcap file.")
+    var writePcap: String?
+
     @Option(name: .long, help: "Also write the listening address to this file once ready.")
     var readyFile: String?
 
@@ -86,6 +89,7 @@ struct ProxyCommand: ParsableCommand {
         configuration.handshakeTimeout = handshakeTimeout
         configuration.idleTimeout = idleTimeout
         configuration.observer.maximumRetainedPayload = maxPayload
+        configuration.pcapPath = writePcap
 
         let server: ProxyServer
         do {
@@ -99,6 +103,7 @@ struct ProxyCommand: ParsableCommand {
             switch error.kind {
             case .addressInUse: throw ExitCodes.addressInUse
             case .permissionDenied: throw ExitCodes.permissionDenied
+            case .cannotRecord: throw ExitCodes.ioError
             default: throw ExitCodes.unavailable
             }
         }
