@@ -160,7 +160,14 @@ public final class PacketSource {
         pcap_breakloop(handle)
     }
 
+    /// The raw handle, for ``breakLoop(_:)`` from a signal handler, which
+    /// cannot reach this object.
     public var handleForSignals: OpaquePointer { handle }
+
+    /// `pcap_breakloop` on a raw handle: safe from a signal handler.
+    public static func breakLoop(_ handle: OpaquePointer) {
+        pcap_breakloop(handle)
+    }
 }
 
 /// The text before the first NUL of a libpcap error buffer.

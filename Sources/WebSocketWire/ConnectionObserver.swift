@@ -59,6 +59,10 @@ public struct ConnectionObserver {
     private var unansweredRequests: [HandshakeRequest] = []
     private var clientAwaitsUpgrade = false
 
+    /// While looking for framing: what arrived, when and in which packet, so
+    /// frames found in it are reported with their own time and packet.
+    private var detectionChunks: [(direction: Direction, bytes: ByteBuffer, time: Timestamp, packet: Int?)] = []
+
     // Open phase.
     private var origin = ConnectionOpened.Origin.handshake
     private var opened = Timestamp.zero
@@ -125,6 +129,7 @@ public struct ConnectionObserver {
             advanceHandshake()
         case .detecting:
             pending[direction, default: ByteBuffer()].writeImmutableBuffer(bytes)
+            detectionChunks.append((direction, bytes, time, packet))
             advanceDetection()
         case .open:
             feedFrames(bytes, from: direction)
@@ -166,6 +171,7 @@ public struct ConnectionObserver {
                 }
             }
             pending[direction] = nil
+            detectionChunks.removeAll { $0.direction == direction }
         case .open:
             applyGap(count, to: direction, cause: cause)
         case .ignored, .finished:
@@ -230,6 +236,11 @@ public struct ConnectionObserver {
             {
                 if direction == .clientToServer && clientAwaitsUpgrade { continue }
                 phase = .detecting
+                for direction in Direction.allCases {
+                    if let bytes = pending[direction], bytes.readableBytes > 0 {
+                        detectionChunks.append((direction, bytes, time, packet))
+                    }
+                }
                 advanceDetection()
                 return
             }
@@ -433,6 +444,7 @@ public struct ConnectionObserver {
         if decided || examined.contains(where: { $0 >= 4 * configuration.detectionWindow }) {
             phase = .ignored
             pending = [:]
+            detectionChunks = []
         }
     }
 
@@ -442,12 +454,16 @@ public struct ConnectionObserver {
         let clientBytes = pending[.clientToServer]
         pending[.clientToServer] = pending[.serverToClient]
         pending[.serverToClient] = clientBytes
+        for index in detectionChunks.indices {
+            detectionChunks[index].direction = detectionChunks[index].direction.opposite
+        }
     }
 
     private mutating func openMidStream() {
         origin = .midStream
         phase = .open
-        opened = time
+        // The connection was seen from its first buffered byte on.
+        opened = detectionChunks.first?.time ?? time
         deflateGuessed = true
         var findings: [Finding] = []
         if let handshakeCut {
@@ -463,19 +479,25 @@ public struct ConnectionObserver {
         events.append(
             .connectionOpened(
                 ConnectionOpened(
-                    connection: id, time: time, endpoints: endpoints, origin: .midStream, request: nil,
+                    connection: id, time: opened, endpoints: endpoints, origin: .midStream, request: nil,
                     response: nil, expectedAccept: nil, deflate: nil, findings: findings
                 )
             )
         )
         prepareDecoders(synchronized: framingAtStart)
-        let leftover = pending
+        // Replay what arrived while looking, in arrival order, each piece with
+        // its own time and packet.
+        let (now, currentPacket) = (time, packet)
+        let chunks = detectionChunks
+        detectionChunks = []
         pending = [:]
-        for direction in Direction.allCases {
-            if let bytes = leftover[direction], bytes.readableBytes > 0 {
-                feedFrames(bytes, from: direction)
-            }
+        for chunk in chunks {
+            time = chunk.time
+            packet = chunk.packet
+            feedFrames(chunk.bytes, from: chunk.direction)
         }
+        time = now
+        packet = currentPacket
     }
 
     private mutating func prepareDecoders(synchronized: Bool) {

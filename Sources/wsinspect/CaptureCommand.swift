@@ -9,6 +9,9 @@ import Glibc
 
 /// Set from the SIGINT handler; the capture loop polls it between packets.
 nonisolated(unsafe) private var interrupted: sig_atomic_t = 0
+/// The live handle, so the signal handler can wake a read blocked while no
+/// packets arrive (pcap_breakloop is safe to call from a signal handler).
+nonisolated(unsafe) private var liveHandle: OpaquePointer?
 
 struct CaptureCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -50,8 +53,15 @@ struct CaptureCommand: ParsableCommand {
             printError(error.description)
             throw ExitCodes.code(for: error)
         }
-        signal(SIGINT) { _ in interrupted = 1 }
-        signal(SIGTERM) { _ in interrupted = 1 }
+        liveHandle = source.handleForSignals
+        signal(SIGINT) { _ in
+            interrupted = 1
+            if let liveHandle { PacketSource.breakLoop(liveHandle) }
+        }
+        signal(SIGTERM) { _ in
+            interrupted = 1
+            if let liveHandle { PacketSource.breakLoop(liveHandle) }
+        }
         printError("capturing on \(interface) (\(source.linkType)); Ctrl-C to stop")
         var pipeline = PacketPipeline(decoder: CaptureDecoder(configuration: decode.configuration), printer: printer)
         let limit = count

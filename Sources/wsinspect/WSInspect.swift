@@ -1,5 +1,9 @@
 import ArgumentParser
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @main
 struct WSInspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,4 +19,26 @@ struct WSInspect: ParsableCommand {
         version: "0.1.0",
         subcommands: [ReadCommand.self, CaptureCommand.self, ProxyCommand.self]
     )
+
+    /// Like ArgumentParser's own entry point, but every error line starts
+    /// with "wsinspect: " as the README promises, and errors we already
+    /// reported (thrown as a bare exit code) are not reported twice.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            Glibc.exit(code.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                print(message)
+            } else {
+                let text = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message
+                printError(text)
+            }
+            Glibc.exit(code.rawValue)
+        }
+    }
 }

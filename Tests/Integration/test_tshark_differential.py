@@ -392,9 +392,9 @@ def test_snaplen_never_invents_bytes(scenario, name):
     assert not lines, "\n".join(lines[:MAX_REPORTED])
 
 
-@pytest.mark.xfail(strict=False, reason="aspiration, not yet a requirement: with -s 96 each segment keeps 30 "
-                   "payload bytes, so every frame header is captured and a decoder that follows TCP sequence "
-                   "numbers can report every frame (cut ones with payloadTruncated)")
+# With -s 96 each segment keeps 30 payload bytes, so every frame header is
+# captured; following TCP sequence numbers, every frame is reported (cut ones
+# with payloadTruncated).
 @pytest.mark.parametrize("name", SNAPLEN)
 def test_snaplen_recovers_every_frame(scenario, name):
     cap, _, run = scenario(name, need_tshark=False)
