@@ -130,9 +130,9 @@ public final class PacketSource {
             // Files are opened with nanosecond precision, live handles with micro.
             let fraction = Int64(header.ts.tv_usec)
             let nanos = isLive ? fraction * 1_000 : fraction
-            // pcapng stores 64-bit timestamps: keep absurd ones (beyond the
-            // year 2255) from overflowing nanoseconds.
-            let seconds = min(max(Int64(header.ts.tv_sec), -9_000_000_000), 9_000_000_000)
+            // pcapng stores 64-bit timestamps: keep absurd ones (before 1970
+            // or beyond 2096) from overflowing nanoseconds.
+            let seconds = min(max(Int64(header.ts.tv_sec), 0), 4_000_000_000)
             return .packet(
                 Packet(
                     bytes: UnsafeRawBufferPointer(start: data, count: Int(header.caplen)),

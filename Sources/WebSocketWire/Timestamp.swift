@@ -13,7 +13,13 @@ public struct Timestamp: Hashable, Comparable, Sendable {
 
     public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
 
-    public static func - (lhs: Timestamp, rhs: Timestamp) -> Int64 { lhs.nanoseconds - rhs.nanoseconds }
+    /// The interval in nanoseconds, saturating: times from damaged captures
+    /// can be far apart, and an interval must never trap.
+    public static func - (lhs: Timestamp, rhs: Timestamp) -> Int64 {
+        let (difference, overflow) = lhs.nanoseconds.subtractingReportingOverflow(rhs.nanoseconds)
+        if overflow { return lhs.nanoseconds < rhs.nanoseconds ? .min : .max }
+        return difference
+    }
 
     public static let zero = Timestamp(nanoseconds: 0)
 }

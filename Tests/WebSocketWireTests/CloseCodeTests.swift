@@ -35,3 +35,15 @@ import WebSocketWire
         #expect(!WebSocketOpcode.continuation.startsMessage)
     }
 }
+
+@Suite struct TimestampTests {
+    /// Found by fuzzing: a pong hundreds of years after its ping overflowed
+    /// the round-trip subtraction.
+    @Test func intervalsSaturateInsteadOfTrapping() {
+        let early = Timestamp(nanoseconds: .min + 5)
+        let late = Timestamp(nanoseconds: .max - 5)
+        #expect(late - early == .max)
+        #expect(early - late == .min)
+        #expect(Timestamp(nanoseconds: 10) - Timestamp(nanoseconds: 4) == 6)
+    }
+}
