@@ -130,7 +130,10 @@ struct StreamState {
         }
 
         if !header.opcode.isControl, var message = self.message.take() {
-            if deflate?.variant == .perFrame && header.rsv1 {
+            if deflate?.variant == .perFrame && header.rsv1 && !header.opcode.isControl {
+                // Set in consumePayload for frames with a payload; an empty
+                // RSV1 frame still ends a compressed block.
+                message.compressed = true
                 inflateTail(into: &message, limit: context.limit, resetAfter: false)
             }
             if header.fin {
@@ -239,7 +242,10 @@ struct StreamState {
         self.frame = frame
         guard !frame.header.opcode.isControl, var message = self.message.take() else { return }
         message.wireLength += UInt64(piece.readableBytes)
-        let compressedFrame = message.compressed && (deflate?.variant != .perFrame || frame.header.rsv1)
+        // permessage-deflate compresses whole messages; x-webkit-deflate-frame
+        // each frame that has RSV1, so a message can mix both kinds.
+        let compressedFrame = deflate?.variant == .perFrame ? frame.header.rsv1 : message.compressed
+        if compressedFrame { message.compressed = true }
         if compressedFrame {
             inflate(piece, into: &message, limit: limit)
         } else if message.payload.readableBytes == 0 && piece.readableBytes <= limit {

@@ -207,3 +207,31 @@ import WebSocketWire
         #expect(harness.allFindingKinds == [.truncatedFrame])
     }
 }
+
+@Suite struct PerFrameDeflateTests {
+    /// x-webkit-deflate-frame compresses frame by frame: a plain first frame
+    /// and a compressed continuation make one message.
+    @Test func mixesPlainAndCompressedFrames() {
+        var harness = ObserverHarness()
+        harness.handshake(extensions: "x-webkit-deflate-frame")
+        harness.send(frameBytes(fin: false, opcode: .text, payload: Array("Hel".utf8)), .serverToClient)
+        // "lo", raw deflate with a sync flush, its 00 00 FF FF tail removed (RFC 7692 §7.2.1).
+        harness.send(frameBytes(rsv1: true, opcode: .continuation, payload: [0xCA, 0xC9, 0x07, 0x00]), .serverToClient)
+        #expect(harness.messages.map { String(buffer: $0.payload) } == ["Hello"])
+        #expect(!harness.allFindingKinds.contains(.invalidUTF8))
+    }
+
+    /// Found by fuzzing (fuzz/regressions/FuzzFrameDecoder): an empty RSV1
+    /// frame, then a plain message whose empty RSV1 continuation fed the
+    /// inflater a bare tail.
+    @Test func neverInflatesIntoAnUncompressedMessage() {
+        var harness = ObserverHarness()
+        harness.handshake(extensions: "x-webkit-deflate-frame")
+        harness.send([0xE2, 0x00, 0x01, 0x00, 0xC0, 0x00], .serverToClient)
+        #expect(harness.messages.count == 2)
+        for message in harness.messages where !message.compressed {
+            #expect(message.length == message.wireLength)
+            #expect(message.inflateError == nil)
+        }
+    }
+}
