@@ -16,6 +16,8 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let diagnostics: @Sendable (String) -> Void
     private var buffered = ByteBuffer()
     private var connecting = false
+    /// The client half-closed before the relay was in place; pass it on then.
+    private var clientInputClosed = false
     private var timeout: Scheduled<Void>?
 
     init(
@@ -45,6 +47,18 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            clientInputClosed = true
+            if !connecting {
+                // Closed before a whole request head arrived: nothing to relay.
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -91,11 +105,12 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
                 case .success(let upstreamChannel):
                     handler.startRelay(context, upstreamChannel: upstreamChannel, head: head, rewriter: rewriter)
                 case .failure(let error):
-                    handler.diagnostics("connection \(handler.id): cannot reach upstream \(upstream.hostHeader): \(error)")
+                    let reason = describeNetworkError(error)
+                    handler.diagnostics("connection \(handler.id): cannot reach the upstream \(upstream): \(reason)")
                     handler.respond(
                         context,
                         status: "502 Bad Gateway",
-                        body: "wsinspect: cannot reach the upstream \(upstream): \(error)\n"
+                        body: "wsinspect: cannot reach the upstream \(upstream): \(reason)\n"
                     )
                 }
             }
@@ -105,10 +120,8 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
         let client = context.channel.remoteAddress.map(Self.describe) ?? "unknown"
         let server = upstreamChannel.remoteAddress.map(Self.describe) ?? configuration.upstream.hostHeader
         let tap = ConnectionTap(id: id, client: client, server: server, configuration: configuration.observer, sink: sink)
-        var closedDirections = 0
-        let (clientSide, upstreamSide) = RelayHandler.pair(tap: tap) { _ in
-            closedDirections += 1
-            if closedDirections == 1 { tap.finish(.tcpFin) }
+        let (clientSide, upstreamSide) = RelayHandler.pair(tap: tap) { reason in
+            tap.finish(reason)
         }
         do {
             try upstreamChannel.pipeline.syncOperations.addHandler(upstreamSide)
@@ -130,18 +143,21 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         // The head goes out rewritten; the tap sees exactly what the client
         // sent, so the log shows the client's own request.
-        var head = context.channel.allocator.buffer(bytes: rewriter.rewrite(head))
         let length = buffered.withUnsafeReadableBytes { bytes -> Int in
             if case .complete(_, let length) = HTTPHead.parse(bytes) { return length }
             return 0
         }
         let original = buffered.readSlice(length: length)!
+        var head = context.channel.allocator.buffer(bytes: rewriter.rewrite(Array(original.readableBytesView)))
         tap.observe(original, .clientToServer)
         if buffered.readableBytes > 0 {
             tap.observe(buffered, .clientToServer)
             head.writeImmutableBuffer(buffered)
         }
         upstreamChannel.writeAndFlush(head, promise: nil)
+        if clientInputClosed {
+            upstreamChannel.close(mode: .output, promise: nil)
+        }
         buffered.clear()
         context.pipeline.syncOperations.removeHandler(self, promise: nil)
         context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }

@@ -12,6 +12,9 @@ final class ConnectionTap {
     private var observer: ConnectionObserver
     private let sink: @Sendable (InspectorEvent) -> Void
     private var finished = false
+    /// A reset was seen on either side: the connection ends as reset,
+    /// whichever side's closing is noticed first.
+    var sawReset = false
 
     init(id: Int, client: String, server: String, configuration: ObserverConfiguration, sink: @escaping @Sendable (InspectorEvent) -> Void) {
         observer = ConnectionObserver(
@@ -32,7 +35,7 @@ final class ConnectionTap {
     func finish(_ reason: ConnectionClosed.Reason) {
         guard !finished else { return }
         finished = true
-        observer.finish(reason, at: ConnectionTap.now())
+        observer.finish(sawReset ? .tcpReset : reason, at: ConnectionTap.now())
         drain()
     }
 

@@ -76,7 +76,6 @@ public final class ProxyServer: Sendable {
         } catch {
             try? group.syncShutdownGracefully()
             try? recording?.syncClose()
-            let text = "\(error)"
             let kind: StartError.Kind
             if let io = error as? IOError, io.errnoCode == EADDRINUSE {
                 kind = .addressInUse
@@ -87,16 +86,23 @@ public final class ProxyServer: Sendable {
             } else {
                 kind = .other
             }
-            throw StartError(kind: kind, description: "cannot listen on \(configuration.listenHost):\(configuration.listenPort): \(text)")
+            throw StartError(kind: kind, description: "cannot listen on \(configuration.listenHost):\(configuration.listenPort): \(describeNetworkError(error))")
         }
         self.group = group
     }
 
-    /// Runs until the listening socket closes (see ``shutdown()``).
+    /// Runs until the listening socket closes (see ``stopListening()``).
     public func wait() throws {
         try channel.closeFuture.wait()
     }
 
+    /// Stops accepting; ``wait()`` returns. Safe from any thread.
+    public func stopListening() {
+        channel.close(promise: nil)
+    }
+
+    /// Closes every relayed connection — each is logged as closed — and
+    /// stops the event loops. Call once, after ``wait()`` returned.
     public func shutdown() {
         channel.close(promise: nil)
         try? group.syncShutdownGracefully()
@@ -108,4 +114,23 @@ public final class ProxyServer: Sendable {
 private final class IDCounter: Sendable {
     private let value = Atomic<Int>(1)
     func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+}
+
+/// A short reason for a network error: the OS's words for an errno, not the
+/// call that failed.
+func describeNetworkError(_ error: Error) -> String {
+    if let error = error as? IOError {
+        return String(cString: strerror(error.errnoCode)).lowercased()
+    }
+    if let error = error as? NIOConnectionError {
+        if let first = error.connectionErrors.first {
+            return describeNetworkError(first.error)
+        }
+        if let dns = error.dnsAAAAError ?? error.dnsAError { return "cannot resolve \(error.host): \(dns)" }
+        return "cannot connect to \(error.host):\(error.port)"
+    }
+    if error is ChannelError, case ChannelError.connectTimeout = error {
+        return "connection timed out"
+    }
+    return "\(error)"
 }

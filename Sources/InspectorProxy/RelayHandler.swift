@@ -21,16 +21,16 @@ final class RelayHandler: ChannelDuplexHandler {
     private let tap: ConnectionTap
     /// Which way the bytes this handler reads travel.
     private let direction: Direction
-    private let onClose: (Direction) -> Void
+    private let onClose: (ConnectionClosed.Reason) -> Void
 
-    private init(tap: ConnectionTap, direction: Direction, onClose: @escaping (Direction) -> Void) {
+    private init(tap: ConnectionTap, direction: Direction, onClose: @escaping (ConnectionClosed.Reason) -> Void) {
         self.tap = tap
         self.direction = direction
         self.onClose = onClose
     }
 
     /// A pair for the client side and the upstream side of one connection.
-    static func pair(tap: ConnectionTap, onClose: @escaping (Direction) -> Void) -> (client: RelayHandler, upstream: RelayHandler) {
+    static func pair(tap: ConnectionTap, onClose: @escaping (ConnectionClosed.Reason) -> Void) -> (client: RelayHandler, upstream: RelayHandler) {
         let client = RelayHandler(tap: tap, direction: .clientToServer, onClose: onClose)
         let upstream = RelayHandler(tap: tap, direction: .serverToClient, onClose: onClose)
         client.partner = upstream
@@ -58,7 +58,7 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        onClose(direction)
+        onClose(.tcpFin)
         partner?.partnerClose()
     }
 
@@ -73,6 +73,7 @@ final class RelayHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let error = error as? IOError, error.errnoCode == ECONNRESET {
             // A reset on one side becomes a reset on the other (SO_LINGER 0).
+            tap.sawReset = true
             partner?.partnerReset()
         }
         partner?.partnerClose()

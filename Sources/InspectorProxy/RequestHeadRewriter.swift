@@ -1,33 +1,60 @@
 import WebSocketWire
 
 /// Rewrites a client's request head for the upstream (sans-IO): the Host
-/// header names the upstream, the path gets the upstream's base, and an
-/// X-Forwarded-For may be added. Everything else goes out as it came in.
+/// line names the upstream, the path gets the upstream's base, and an
+/// X-Forwarded-For line may be added. Every other byte — header spelling,
+/// spacing, order, line ends — goes out exactly as it came in.
 struct RequestHeadRewriter {
     var upstream: UpstreamURL
     var forwardedFor: String?
 
-    func rewrite(_ head: HTTPHead) -> [UInt8] {
-        guard case .request(let method, let target, let version) = head.startLine else { return [] }
-        var path = target
-        if !upstream.basePath.isEmpty && target.hasPrefix("/") {
-            path = upstream.basePath + target
+    /// `head` is the raw head, up to and including its blank line.
+    func rewrite(_ head: [UInt8]) -> [UInt8] {
+        var lines: [ArraySlice<UInt8>] = []
+        var start = 0
+        for index in head.indices where head[index] == 0x0A {
+            lines.append(head[start...index])
+            start = index + 1
         }
-        var out = "\(method) \(path) \(version)\r\n"
+        guard lines.count >= 2 else { return head }
+        let blank = lines.removeLast()
+        let newline: [UInt8] = blank.first == 0x0D ? [0x0D, 0x0A] : [0x0A]
+        var out: [UInt8] = []
+        out.reserveCapacity(head.count + 64)
+        out += rewriteRequestLine(lines[0])
         var wroteHost = false
-        for field in head.fields {
-            if field.name.lowercased() == "host" {
-                if !wroteHost { out += "Host: \(upstream.hostHeader)\r\n" }
+        for line in lines.dropFirst() {
+            if let colon = line.firstIndex(of: UInt8(ascii: ":")),
+                String(decoding: line[line.startIndex..<colon], as: UTF8.self).trimmingCharacters() .lowercased() == "host"
+            {
+                if !wroteHost { out += Array("Host: \(upstream.hostHeader)".utf8) + newline }
                 wroteHost = true
                 continue
             }
-            out += "\(field.name): \(field.value)\r\n"
+            out += line
         }
-        if !wroteHost { out += "Host: \(upstream.hostHeader)\r\n" }
-        if let forwardedFor {
-            out += "X-Forwarded-For: \(forwardedFor)\r\n"
-        }
-        out += "\r\n"
-        return Array(out.utf8)
+        if !wroteHost { out += Array("Host: \(upstream.hostHeader)".utf8) + newline }
+        if let forwardedFor { out += Array("X-Forwarded-For: \(forwardedFor)".utf8) + newline }
+        out += blank
+        return out
+    }
+
+    /// Puts the upstream's base path in front of the request target.
+    private func rewriteRequestLine(_ line: ArraySlice<UInt8>) -> [UInt8] {
+        guard !upstream.basePath.isEmpty,
+            let firstSpace = line.firstIndex(of: UInt8(ascii: " ")),
+            line.index(after: firstSpace) < line.endIndex,
+            line[line.index(after: firstSpace)] == UInt8(ascii: "/")
+        else { return Array(line) }
+        var out = Array(line[...firstSpace])
+        out += Array(upstream.basePath.utf8)
+        out += line[line.index(after: firstSpace)...]
+        return out
+    }
+}
+
+extension StringProtocol {
+    fileprivate func trimmingCharacters() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
 }

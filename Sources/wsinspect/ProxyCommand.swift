@@ -71,7 +71,19 @@ struct ProxyCommand: ParsableCommand {
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
+    static var stopSignals: sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        return set
+    }
+
     func run() throws {
+        // Before any thread exists, so that every thread inherits the mask and
+        // the signals wait for sigwait below instead of killing the process.
+        var signals = ProxyCommand.stopSignals
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
         var descriptor = STDOUT_FILENO
         if let log {
             descriptor = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -108,6 +120,16 @@ struct ProxyCommand: ParsableCommand {
             }
         }
 
+        // SIGINT and SIGTERM were blocked before any thread started (see the
+        // top of run()), so one sent at any time — even right as the readiness
+        // line appears — waits for this thread to take it.
+        DispatchQueue.global().async {
+            var signals = ProxyCommand.stopSignals
+            var received: Int32 = 0
+            sigwait(&signals, &received)
+            server.stopListening()
+        }
+
         let address = server.localAddress
         let ready = view.format == .jsonl
             ? "{\"type\":\"listening\",\"address\":\"\(address)\",\"upstream\":\"\(configuration.upstream)\"}\n"
@@ -129,17 +151,10 @@ struct ProxyCommand: ParsableCommand {
             }
         }
 
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let stop = { server.shutdown() }
-        let sources = [SIGINT, SIGTERM].map { number -> DispatchSourceSignal in
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler(handler: stop)
-            source.resume()
-            return source
-        }
         try server.wait()
-        _ = sources
+        // Close what is still open, so every connection gets its close event
+        // before the summary.
+        server.shutdown()
         let dropped = proxyLog.finish()
         if dropped > 0 {
             printError("the log fell behind: \(dropped) log records were dropped (relayed bytes never are)")

@@ -10,6 +10,8 @@ import WebSocketWire
 final class ProxyLog: Sendable {
     private struct State {
         var pending: [InspectorEvent] = []
+        /// Payload bytes the pending records hold: the queue's real weight.
+        var pendingBytes = 0
         var scheduled = false
         var dropped = 0
         var summary = SessionSummary()
@@ -19,10 +21,24 @@ final class ProxyLog: Sendable {
     private let printer: Mutex<EventPrinter>
     private let queue = DispatchQueue(label: "wsinspect.proxy-log")
     private let limit: Int
+    private let byteLimit: Int
 
-    init(printer: sending EventPrinter, limit: Int = 100_000) {
+    /// - Parameters:
+    ///   - limit: records that may wait to be written;
+    ///   - byteLimit: payload bytes they may hold together (memory stays
+    ///     bounded however large the relayed messages are).
+    init(printer: sending EventPrinter, limit: Int = 100_000, byteLimit: Int = 32 * 1024 * 1024) {
         self.printer = Mutex(printer)
         self.limit = limit
+        self.byteLimit = byteLimit
+    }
+
+    private static func weight(of event: InspectorEvent) -> Int {
+        switch event {
+        case .frame(let frame): return frame.payload.readableBytes + (frame.inflated?.payload.readableBytes ?? 0) + 256
+        case .message(let message): return message.payload.readableBytes + 256
+        default: return 512
+        }
     }
 
     /// Called on event-loop threads.
@@ -31,18 +47,19 @@ final class ProxyLog: Sendable {
             switch event {
             case .connectionOpened: state.summary.webSocketConnections += 1
             case .handshakeRejected: state.summary.rejectedHandshakes += 1
-            case .frame(let frame):
-                state.summary.frames += 1
-                state.summary.findings += frame.findings.count
+            case .frame: state.summary.frames += 1
             case .message: state.summary.messages += 1
-            case .finding: state.summary.findings += 1
+            // The observer's own count covers every finding of the connection.
+            case .connectionClosed(let closed): state.summary.findings += closed.findingCount
             default: break
             }
-            guard state.pending.count < limit else {
+            let weight = ProxyLog.weight(of: event)
+            guard state.pending.count < limit, state.pendingBytes + weight <= byteLimit else {
                 state.dropped += 1
                 return false
             }
             state.pending.append(event)
+            state.pendingBytes += weight
             if state.scheduled { return false }
             state.scheduled = true
             return true
@@ -57,6 +74,7 @@ final class ProxyLog: Sendable {
             state.scheduled = false
             let events = state.pending
             state.pending.removeAll(keepingCapacity: true)
+            state.pendingBytes = 0
             return events
         }
         printer.withLock { printer in

@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""proxy-benchmark.py — what `wsinspect proxy` costs on the wire, next to a direct
+connection and socat (a plain TCP relay) measured in the same run.
+
+Usage (from anywhere; paths are relative to the repository root):
+
+    benchmarks/proxy-benchmark.py                 # ~2-3 min; table + benchmarks/out/proxy-benchmark.txt
+    benchmarks/proxy-benchmark.py --duration 1    # quicker try-out (figures are noisier)
+    benchmarks/proxy-benchmark.py --binary .build/debug/wsinspect --only 16B-w64
+
+Needs: Node 20 + Debian node-ws (NODE_PATH=/usr/share/nodejs), socat, and
+.build/release/wsinspect (built with `swift build -c release --product wsinspect`
+only when that file is missing; --binary picks another one).
+
+What it measures: a Node `ws` echo server (compression off) and a Node `ws` load client
+in separate processes (both C++-free JavaScript, but far faster than Python websockets
+for small messages). The client keeps WINDOW messages in flight per connection, checks
+every echoed byte against what it sent (a mismatch aborts the run), and reports echoed
+messages/s, MB/s (payload bytes echoed per second, one way, 10^6 B) and the p50/p99
+round-trip latency, measured after a warm-up. Each scenario runs against three targets:
+
+    direct     client -> echo server
+    socat      client -> socat -b 262144 TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:S -> echo server
+    wsinspect  client -> wsinspect proxy --log FILE --format jsonl -> echo server
+               (a fresh proxy per scenario, logging every frame and message to a file)
+
+For the relays the table also shows their CPU use (cores = CPU seconds / wall seconds),
+and for wsinspect how many of the relayed frames reached the log (the proxy drops log
+records, never relayed bytes, when the log writer falls behind) and its peak RSS.
+"others" is the CPU, in cores, that processes outside the benchmark used meanwhile: on a
+2-core machine anything above ~0.1 skews the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+NODE_PATH = "/usr/share/nodejs"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    size: int
+    connections: int
+    window: int
+    description: str
+
+
+SCENARIOS = [
+    Scenario("16B-w64", 16, 1, 64, "16 B messages, 1 connection, window 64"),
+    Scenario("16B-w1", 16, 1, 1, "16 B messages, 1 connection, window 1 (ping-pong)"),
+    Scenario("64KiB", 64 << 10, 1, 16, "64 KiB messages, 1 connection, window 16"),
+    Scenario("64x1KiB", 1 << 10, 64, 4, "1 KiB messages, 64 connections, window 4 each"),
+    Scenario("1MiB", 1 << 20, 1, 4, "1 MiB messages, 1 connection, window 4"),
+]
+
+ECHO_SERVER_JS = r"""
+'use strict';
+// Echo server: every message goes back to its sender, unchanged.
+const { WebSocketServer } = require('ws');
+const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false,
+                                  maxPayload: 256 * 1024 * 1024 });
+wss.on('connection', (ws) => {
+  ws.on('error', () => {});
+  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+});
+wss.on('listening', () => process.stdout.write(`LISTENING ${wss.address().port}\n`));
+"""
+
+LOAD_CLIENT_JS = r"""
+'use strict';
+// Load client: CONNS connections, WINDOW binary messages of SIZE bytes in flight on each;
+// every echo is compared byte for byte with what was sent. Prints one JSON line.
+const { WebSocket } = require('ws');
+const [url, size, conns, window, duration, warmup] = process.argv.slice(2)
+  .map((v, i) => (i === 0 ? v : Number(v)));
+
+const lat = [];
+let measured = 0, sent = 0, received = 0, mismatches = 0, errors = [];
+let tStart = 0, tEnd = 0, stopping = false, open = 0, finished = 0;
+const cpu0 = process.cpuUsage();
+
+function report() {
+  lat.sort((a, b) => a - b);
+  const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : null);
+  const cpu = process.cpuUsage(cpu0);
+  process.stdout.write(JSON.stringify({
+    messages: measured, seconds: (tEnd - tStart) / 1000, sent, received, mismatches, errors,
+    p50: pct(0.5), p99: pct(0.99), clientCpu: (cpu.user + cpu.system) / 1e6,
+  }) + '\n');
+  process.exit(mismatches || errors.length ? 1 : 0);
+}
+
+function marker(name) {
+  const cpu = process.cpuUsage(cpu0);
+  process.stdout.write(`${name} ${(cpu.user + cpu.system) / 1e6}\n`);
+}
+
+function start() {
+  const t = performance.now();
+  tStart = t + warmup * 1000;
+  tEnd = tStart + duration * 1000;
+  setTimeout(() => marker('MEASURE-START'), warmup * 1000);
+  setTimeout(() => { marker('MEASURE-END'); stopping = true; }, (warmup + duration) * 1000);
+  for (const c of clients) for (let i = 0; i < window; i++) c.sendNext();
+}
+
+class Client {
+  constructor(index) {
+    this.base = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) this.base[i] = (i * 131 + index * 17 + 7) & 0xff;
+    this.seq = 0;
+    this.queue = [];
+    this.ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 256 * 1024 * 1024 });
+    this.ws.binaryType = 'nodebuffer';
+    this.ws.on('open', () => { if (++open === conns) start(); });
+    this.ws.on('error', (e) => { errors.push(String(e)); report(); });
+    this.ws.on('message', (data) => this.onEcho(data));
+  }
+  sendNext() {
+    const buf = Buffer.from(this.base);
+    const seq = this.seq++;
+    buf.writeUInt32BE(seq >>> 0, 0);
+    if (size >= 8) buf.writeUInt32BE(Math.floor(seq / 4294967296), 4);
+    this.queue.push([buf, performance.now()]);
+    sent++;
+    this.ws.send(buf);
+  }
+  onEcho(data) {
+    const now = performance.now();
+    const [buf, t] = this.queue.shift();
+    received++;
+    if (!buf.equals(data)) {
+      mismatches++;
+      errors.push(`echo differs from what was sent (seq ${buf.readUInt32BE(0)}, ${data.length} vs ${buf.length} bytes)`);
+      report();
+    }
+    if (now >= tStart && now <= tEnd) { measured++; lat.push(now - t); }
+    if (!stopping) this.sendNext();
+    else if (this.queue.length === 0) { this.ws.close(); if (++finished === conns) report(); }
+  }
+}
+
+const clients = [];
+for (let i = 0; i < conns; i++) clients.push(new Client(i));
+setTimeout(() => { errors.push('timed out'); report(); }, (warmup + duration + 60) * 1000);
+"""
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def die(message: str) -> None:
+    print(f"proxy-benchmark: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def proc_cpu_ticks(pid: int, children: bool = False) -> int:
+    """utime+stime (and waited-for children's) of a process, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
+
+
+def machine_busy_ticks() -> int:
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f[:8]) - idle
+
+
+def status_kib(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == key:
+                return int(value.split()[0])
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def count_in_file(path: Path, needle: bytes) -> int:
+    count, tail = 0, b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            data = tail + chunk
+            count += data.count(needle)
+            tail = data[-(len(needle) - 1):]
+    return count
+
+
+def wait_file_settled(path: Path, quiet: float = 0.5, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = path.stat().st_size if path.exists() else 0
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+
+
+def version_of(cmd: list[str]) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (r.stdout or r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def has_proxy(binary: Path) -> bool:
+    return subprocess.run([str(binary), "proxy", "--help"], capture_output=True).returncode == 0
+
+
+def find_binary(arg: str | None) -> Path:
+    if arg:
+        path = Path(arg).resolve()
+        if not os.access(path, os.X_OK):
+            die(f"{path} is not an executable")
+        return path
+    path = REPO / ".build/release/wsinspect"
+    if not path.exists():
+        print("building .build/release/wsinspect (swift build -c release --product wsinspect) ...", flush=True)
+        subprocess.run(["swift", "build", "-c", "release", "--product", "wsinspect"], cwd=REPO, check=True)
+    if not has_proxy(path):
+        die(f"{path} has no `proxy` subcommand (built before it existed?); rebuild it or pass --binary")
+    return path
+
+
+# --------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------
+
+
+class Proxy:
+    """One `wsinspect proxy` per scenario, logging to its own file."""
+
+    def __init__(self, binary: Path, echo_port: int, log: Path, workdir: Path):
+        self.log = log
+        ready = workdir / f"{log.stem}.ready"
+        self.stderr_path = workdir / f"{log.stem}.stderr"
+        self.proc = subprocess.Popen(
+            [str(binary), "proxy", "--listen", "127.0.0.1:0", "--upstream", f"ws://127.0.0.1:{echo_port}",
+             "--log", str(log), "--format", "jsonl", "--ready-file", str(ready)],
+            stdout=subprocess.DEVNULL, stderr=open(self.stderr_path, "wb"))
+        deadline = time.monotonic() + 20
+        while not (ready.exists() and ready.read_text().endswith("\n")):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                die(f"wsinspect proxy did not start: {self.stderr_path.read_text()}")
+            time.sleep(0.02)
+        self.port = int(ready.read_text().strip().rpartition(":")[2])
+        time.sleep(0.3)  # the signal handlers are installed just after the ready file
+
+    def stop(self) -> tuple[str, dict | None]:
+        """SIGINT (the graceful stop that writes the summary); SIGKILL after 5 s."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(5)
+            how = f"exit {self.proc.returncode}"
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            how = "ignored SIGINT, killed"
+        summary = None
+        with open(self.log, "rb") as f:
+            f.seek(max(0, self.log.stat().st_size - 4096))
+            lines = f.read().splitlines()
+        if lines and lines[-1].startswith(b'{"type":"summary"'):
+            summary = json.loads(lines[-1])
+        return how, summary
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    target: str
+    messages: int = 0
+    seconds: float = 0.0
+    p50: float | None = None
+    p99: float | None = None
+    relay_cores: float | None = None
+    client_cores: float | None = None
+    echo_cores: float | None = None
+    others_cores: float | None = None
+    notes: str = ""
+    ok: bool = True
+    sent: int = 0
+    wall: float = 0.0  # seconds the load client ran, start-up and drain included
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.msgs_per_s * self.scenario.size / 1e6
+
+
+def tree_cpu_ticks(pid: int) -> int:
+    """CPU ticks of a process (all threads), its live children and its reaped ones (socat
+    forks one child per connection)."""
+    total = proc_cpu_ticks(pid, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def run_client(workdir: Path, port: int, sc: Scenario, duration: float, warmup: float, sample) -> dict:
+    """Runs the load client; calls sample() at the start and the end of its measured window
+    and returns its result with the CPU counters of that window under "window"."""
+    cmd = ["node", str(workdir / "load_client.js"), f"ws://127.0.0.1:{port}/bench", str(sc.size),
+           str(sc.connections), str(sc.window), str(duration), str(warmup)]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, NODE_PATH=NODE_PATH), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    window, last = {}, ""
+    for line in proc.stdout:
+        name, _, value = line.strip().partition(" ")
+        if name in ("MEASURE-START", "MEASURE-END"):
+            window[name] = (time.monotonic(), float(value), sample())
+        elif line.strip():
+            last = line
+    stderr = proc.stderr.read()
+    proc.wait(duration + warmup + 90)
+    try:
+        out = json.loads(last)
+    except ValueError:
+        out = {"messages": 0, "seconds": 0, "errors": [f"client exit {proc.returncode}: {stderr[-500:]}"]}
+    out["exit"] = proc.returncode
+    out["window"] = window
+    return out
+
+
+def measure(sc: Scenario, target: str, port: int, relay_pid: int | None,
+            echo_pid: int, workdir: Path, args) -> Result:
+    def sample():
+        return (machine_busy_ticks(), proc_cpu_ticks(echo_pid), tree_cpu_ticks(relay_pid) if relay_pid else 0)
+
+    t0 = time.monotonic()
+    out = run_client(workdir, port, sc, args.duration, args.warmup, sample)
+    wall = time.monotonic() - t0
+    res = Result(sc, target, out.get("messages", 0), out.get("seconds", 0.0), out.get("p50"), out.get("p99"))
+    window = out["window"]
+    if len(window) == 2:
+        (t_a, client_a, (busy_a, echo_a, relay_a)) = window["MEASURE-START"]
+        (t_b, client_b, (busy_b, echo_b, relay_b)) = window["MEASURE-END"]
+        span = t_b - t_a
+        echo_s, relay_s, client_s = (echo_b - echo_a) / CLK_TCK, (relay_b - relay_a) / CLK_TCK, client_b - client_a
+        res.echo_cores = echo_s / span
+        res.client_cores = client_s / span
+        res.relay_cores = relay_s / span if relay_pid else None
+        res.others_cores = max(0.0, (busy_b - busy_a) / CLK_TCK - echo_s - relay_s - client_s) / span
+    if out.get("errors") or out.get("mismatches") or out.get("exit"):
+        res.ok = False
+        res.notes = "FAILED: " + "; ".join(map(str, out.get("errors") or [f"exit {out.get('exit')}"]))[:300]
+    res.sent = out.get("sent", 0)
+    res.wall = wall
+    return res
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=3.0, help="measured seconds per run (default 3)")
+    ap.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
+    ap.add_argument("--binary", help="wsinspect binary (default .build/release/wsinspect)")
+    ap.add_argument("--only", help="comma-separated scenario names: " + ", ".join(s.name for s in SCENARIOS))
+    ap.add_argument("--keep-logs", action="store_true", help="keep the proxy's JSON Lines logs in benchmarks/out/")
+    args = ap.parse_args()
+
+    for tool in ("node", "socat"):
+        if shutil.which(tool) is None:
+            die(f"{tool} not found (Debian: apt-get install {'nodejs node-ws' if tool == 'node' else tool})")
+    if subprocess.run(["node", "-e", "require('ws')"], env=dict(os.environ, NODE_PATH=NODE_PATH),
+                      capture_output=True).returncode != 0:
+        die(f"node cannot require('ws') with NODE_PATH={NODE_PATH} (Debian: apt-get install node-ws)")
+    binary = find_binary(args.binary)
+    scenarios = SCENARIOS
+    if args.only:
+        names = args.only.split(",")
+        scenarios = [s for s in SCENARIOS if s.name in names]
+        if len(scenarios) != len(names):
+            die(f"--only: unknown scenario in {names}")
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
+    (workdir / "echo_server.js").write_text(ECHO_SERVER_JS)
+    (workdir / "load_client.js").write_text(LOAD_CLIENT_JS)
+    log_dir = OUT if args.keep_logs else workdir
+
+    procs: list[subprocess.Popen] = []
+    results: list[Result] = []
+    started = time.monotonic()
+    try:
+        echo = subprocess.Popen(["node", str(workdir / "echo_server.js")], env=dict(os.environ, NODE_PATH=NODE_PATH),
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(echo)
+        m = re.fullmatch(r"LISTENING (\d+)\n", echo.stdout.readline())
+        if not m:
+            die("the echo server did not start")
+        echo_port = int(m.group(1))
+        socat_port = free_port()
+        socat = subprocess.Popen(["socat", "-b", "262144", f"TCP-LISTEN:{socat_port},fork,reuseaddr,bind=127.0.0.1",
+                                  f"TCP:127.0.0.1:{echo_port}"])
+        procs.append(socat)
+        wait_port(socat_port)
+
+        for sc in scenarios:
+            print(f"== {sc.name}: {sc.description}", flush=True)
+            for target in ("direct", "socat", "wsinspect"):
+                if target == "direct":
+                    res = measure(sc, target, echo_port, None, echo.pid, workdir, args)
+                elif target == "socat":
+                    res = measure(sc, target, socat_port, socat.pid, echo.pid, workdir, args)
+                else:
+                    log = log_dir / f"proxy-bench-{sc.name}.jsonl"
+                    proxy = Proxy(binary, echo_port, log, workdir)
+                    res = measure(sc, target, proxy.port, proxy.proc.pid, echo.pid, workdir, args)
+                    rss = status_kib(proxy.proc.pid, "VmHWM")
+                    wait_file_settled(log)
+                    # binary data frames only (frame records carry "masked" right after the name)
+                    frames = count_in_file(log, b'"opcodeName":"binary","masked"')
+                    how, summary = proxy.stop()
+                    relayed = 2 * res.sent  # each echoed message: one binary frame each way
+                    notes = [f"log: {frames:,}/{relayed:,} frames ({100 * frames / relayed if relayed else 0:.0f} %)",
+                             f"{log.stat().st_size / 1e6:,.0f} MB", f"RSS {rss / 1024:.0f} MiB" if rss else ""]
+                    if summary is None:
+                        notes.append(f"no summary ({how})")
+                    stderr = Path(proxy.stderr_path).read_text(errors="replace")
+                    dropped = re.search(r"(\d+) log records were dropped", stderr)
+                    if dropped:
+                        notes.append(f"{int(dropped.group(1)):,} log records dropped")
+                    res.notes = "; ".join(n for n in [res.notes] + notes if n)
+                    if not args.keep_logs:
+                        log.unlink(missing_ok=True)
+                results.append(res)
+                lat = f"p50 {res.p50:.3f} ms, p99 {res.p99:.3f} ms" if res.p50 is not None else "no latency"
+                print(f"   {target:9} {res.msgs_per_s:12,.0f} msg/s {res.mb_per_s:9,.1f} MB/s  {lat}  ({res.wall:.1f} s)"
+                      f"{'  ' + res.notes if res.notes else ''}", flush=True)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    report = render(results, binary, time.monotonic() - started, args)
+    print()
+    print(report)
+    (OUT / "proxy-benchmark.txt").write_text(report + "\n")
+    print(f"\nwritten to {(OUT / 'proxy-benchmark.txt').relative_to(REPO)}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
+    commit = version_of(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(binary.stat().st_mtime))
+    lines = [
+        f"wsinspect proxy benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"  commit: {commit}{' (+ uncommitted changes)' if dirty else ''}",
+        f"  binary: {binary.relative_to(REPO) if binary.is_relative_to(REPO) else binary} (built {built})",
+        f"  cpu: {cpu}, {os.cpu_count()} cores; kernel {platform.release()}",
+        f"  node: {version_of(['node', '--version'])}, ws {ws_version()}; {socat_version()}",
+        f"  each run: {args.warmup} s warm-up, {args.duration} s measured; whole benchmark {elapsed:.0f} s",
+        "",
+        f"{'scenario':9} {'target':9} {'msgs/s':>10} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'relay':>6} {'client':>6} {'echo':>5} {'others':>6}  notes",
+        "-" * 110,
+    ]
+    for r in results:
+        def fmt(v, spec):
+            width = int(re.match(r"\d*", spec).group() or 0)
+            return format(v, spec) if v is not None else "-".rjust(width)
+        lines.append(
+            f"{r.scenario.name:9} {r.target:9} {r.msgs_per_s:10,.0f} {r.mb_per_s:8,.1f} {fmt(r.p50, '8.3f')}"
+            f" {fmt(r.p99, '8.3f')} {fmt(r.relay_cores, '6.2f')} {fmt(r.client_cores, '6.2f')}"
+            f" {fmt(r.echo_cores, '5.2f')} {fmt(r.others_cores, '6.2f')}  {r.notes}")
+    lines += ["", "wsinspect vs socat (same scenario, same run):"]
+    by = {(r.scenario.name, r.target): r for r in results}
+    for sc in dict.fromkeys(r.scenario for r in results):
+        p, s, d = by.get((sc.name, "wsinspect")), by.get((sc.name, "socat")), by.get((sc.name, "direct"))
+        if p and s and s.msgs_per_s:
+            lat = ""
+            if p.p50 is not None and s.p50:
+                lat = f", p50 latency x{p.p50 / s.p50:.2f}, p99 x{p.p99 / s.p99:.2f}"
+            lines.append(f"  {sc.name:9} throughput {100 * p.msgs_per_s / s.msgs_per_s:5.0f} % of socat"
+                         f" ({100 * p.msgs_per_s / d.msgs_per_s:5.0f} % of direct){lat}")
+    busy = [r.others_cores for r in results if r.others_cores is not None]
+    lines += [
+        "",
+        "msgs/s: echoed messages per second; MB/s: payload bytes echoed per second (one way, 10^6 B).",
+        "Latency: send to echo received, with WINDOW messages in flight per connection.",
+        "relay/client/echo/others: CPU used during the measured window, in cores, by the relay (socat",
+        "incl. its per-connection children, wsinspect incl. all threads), the load client, the echo",
+        "server, and everything else on the machine. log: binary frame records in the JSON Lines log /",
+        "binary frames relayed, and the log's size; RSS: the proxy's peak resident memory (VmHWM).",
+    ]
+    if busy and max(busy) > 0.15:
+        lines.append(f"WARNING: the machine was not idle (others up to {max(busy):.2f} cores of {os.cpu_count()});"
+                     " figures are depressed, ratios within a scenario are more telling.")
+    return "\n".join(lines)
+
+
+def socat_version() -> str:
+    r = subprocess.run(["socat", "-V"], capture_output=True, text=True)
+    m = re.search(r"socat version (\S+)", r.stdout + r.stderr)
+    return f"socat {m.group(1)}" if m else "socat ?"
+
+
+def ws_version() -> str:
+    try:
+        return json.loads(Path(NODE_PATH, "ws", "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
