@@ -66,6 +66,7 @@ public struct ConnectionObserver {
     // Open phase.
     private var origin = ConnectionOpened.Origin.handshake
     private var opened = Timestamp.zero
+    private var wasOpened = false
     private var deflate: DeflateParameters?
     /// Compression was not negotiated in view; RSV1 frames are inflated on a
     /// best-effort basis from then on.
@@ -79,7 +80,7 @@ public struct ConnectionObserver {
     public var isWebSocket: Bool {
         switch phase {
         case .open: return true
-        case .finished: return opened != .zero
+        case .finished: return wasOpened
         default: return false
         }
     }
@@ -393,6 +394,7 @@ public struct ConnectionObserver {
         findingCount += findings.count
         origin = .handshake
         phase = .open
+        wasOpened = true
         opened = time
         events.append(
             .connectionOpened(
@@ -462,6 +464,7 @@ public struct ConnectionObserver {
     private mutating func openMidStream() {
         origin = .midStream
         phase = .open
+        wasOpened = true
         // The connection was seen from its first buffered byte on.
         opened = detectionChunks.first?.time ?? time
         deflateGuessed = true

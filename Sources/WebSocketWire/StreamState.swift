@@ -134,12 +134,12 @@ struct StreamState {
                 // Set in consumePayload for frames with a payload; an empty
                 // RSV1 frame still ends a compressed block.
                 message.compressed = true
-                inflateTail(into: &message, limit: context.limit, resetAfter: false)
+                inflateTail(into: &message, limit: context.limit, resetAfter: false, fed: frame.received)
             }
             if header.fin {
                 if message.compressed && deflate?.variant != .perFrame {
                     let reset = deflate?.noContextTakeover(for: direction) ?? false
-                    inflateTail(into: &message, limit: context.limit, resetAfter: reset)
+                    inflateTail(into: &message, limit: context.limit, resetAfter: reset, fed: message.wireLength)
                 }
                 if message.opcode == .text, message.validatesText, message.utf8.isValid, !message.utf8.isCompleteAndValid {
                     message.newFindings.append(Finding(.invalidUTF8, "text message ends inside a UTF-8 sequence (RFC 6455 §8.1)"))
@@ -281,8 +281,11 @@ struct StreamState {
         }
     }
 
-    mutating func inflateTail(into message: inout MessageState, limit: Int, resetAfter: Bool) {
-        if message.inflateError == nil, !message.lost {
+    /// Ends a compressed block by feeding the tail that senders strip
+    /// (RFC 7692 §7.2.2) — unless nothing was fed: an empty payload carries no
+    /// block, and a bare tail would leave zlib waiting inside a stored block.
+    mutating func inflateTail(into message: inout MessageState, limit: Int, resetAfter: Bool, fed: UInt64) {
+        if message.inflateError == nil, !message.lost, fed > 0 {
             var tail = ByteBuffer()
             tail.writeBytes(Inflater.messageTail)
             inflate(tail, into: &message, limit: limit)

@@ -83,6 +83,31 @@ import WebSocketWire
         #expect(statistics.findings == 0)
     }
 
+    static func bytes(hex: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            out.append(UInt8(hex[index..<next], radix: 16)!)
+            index = next
+        }
+        return out
+    }
+
+    /// Found by fuzzing (fuzz/regressions/FuzzCapturePath): files that crashed
+    /// `wsinspect read` — records claiming a 2 GiB original length (IP total
+    /// length 0, as TSO shows it), and a pcapng timestamp far in the future.
+    @Test(arguments: [
+        "d4c3b2a1020004000000000000000000ffff00000100000000f1536500000000360000003600008000000000000000000000000008004500000000004000400600000a0000010a0000029c40005000000000000000005002ffff0000000000f1536501000000370000003700008000000000000000000000000008004500000000004000400600000a0000010a0000029c40005000000001000000005010ffff000000004a",
+        "0a0d0d0a1c0000004d3c2b1a01000000ffffffffffffffff1c000000010000001400000001000000ffff000014000000060000005800000000000000ffffffff00000000360000003600000000000000000000000000000008004500002800004000400600000a0000010a0000029c40005000000000000000005002ffff00000000000058000000",
+    ])
+    func damagedFilesDecodeWithoutTrapping(hex: String) throws {
+        let path = try Self.write(Self.bytes(hex: hex))
+        defer { unlink(path) }
+        let (_, statistics) = try Self.decode(path)
+        #expect(statistics.packets >= 1)
+    }
+
     @Test func missingFileIsReportedAsSuch() {
         #expect(throws: CaptureError(.fileNotFound, "/nonexistent/x.pcap: no such file")) {
             try PacketSource.openFile("/nonexistent/x.pcap")

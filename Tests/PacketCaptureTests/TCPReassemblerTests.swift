@@ -83,6 +83,16 @@ import Testing
         _ = run(segments)
     }
 
+    /// fuzz/regressions/FuzzCapturePath/reassembler-negative-skip-*: a segment
+    /// half the sequence space behind, with a cut past 2 GiB.
+    @Test func segmentHalfTheSequenceSpaceBehindWithA2GiBCutDoesNotTrap() {
+        var reassembler = TCPReassembler()
+        reassembler.add(sequence: 0, syn: true, fin: false, payload: ByteBuffer(), missingTail: 1 << 31)
+        while reassembler.nextDelivery() != nil {}
+        reassembler.add(sequence: 1, syn: false, fin: false, payload: ByteBuffer(bytes: [0x4A]), missingTail: 1 << 31)
+        while reassembler.nextDelivery() != nil {}
+    }
+
     @Test func finishesAfterFIN() {
         var reassembler = TCPReassembler()
         reassembler.add(sequence: 1, syn: false, fin: true, payload: ByteBuffer(string: "x"))

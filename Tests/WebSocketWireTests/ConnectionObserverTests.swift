@@ -197,6 +197,29 @@ import WebSocketWire
         #expect(harness.events.isEmpty)
     }
 
+    /// Found by fuzzing: a pong centuries after its ping overflowed the round trip.
+    @Test func roundTripOfAbsurdTimesDoesNotTrap() {
+        var harness = ObserverHarness()
+        harness.handshake()
+        harness.clock = -9_000_000_000_000_000_000
+        harness.send([0x89, 0x00], .serverToClient)
+        harness.clock = 9_000_000_000_000_000_000
+        harness.send([0x8A, 0x80, 0x37, 0xFA, 0x21, 0x3D], .clientToServer, afterMilliseconds: 0)
+        #expect(harness.frames.last?.pingRoundTrip == .max)
+    }
+
+    /// An empty compressed message carries no deflate block: feeding the bare
+    /// tail to zlib would leave it inside a stored block and break every
+    /// later message.
+    @Test func emptyCompressedMessageKeepsTheContext() {
+        var harness = ObserverHarness()
+        harness.handshake(extensions: "permessage-deflate")
+        harness.send([0xC2, 0x00], .serverToClient)
+        harness.send([0xC1, 0x07, 0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00], .serverToClient)
+        #expect(harness.messages.last.map { String(buffer: $0.payload) } == "Hello")
+        #expect(harness.messages.allSatisfy { $0.inflateError == nil })
+    }
+
     @Test func reportsFrameCutByEndOfConnection() {
         var harness = ObserverHarness()
         harness.handshake()
