@@ -14,7 +14,7 @@ final class OutputThread: @unchecked Sendable {
     private let queue = DispatchQueue(label: "wsinspect.output")
     private let freeSlots = DispatchSemaphore(value: 8)
     private var batch: [InspectorEvent] = []
-    private let batchSize = 2048
+    private let batchSize = 1024
     private let closed = Atomic<Bool>(false)
 
     init(printer: EventPrinter) {
