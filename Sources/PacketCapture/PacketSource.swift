@@ -155,10 +155,6 @@ public final class PacketSource {
         }
     }
 
-    /// Makes a blocked ``next()`` return ``ReadResult/end``; safe from a signal handler.
-    public func breakLoop() {
-        pcap_breakloop(handle)
-    }
 
     /// The raw handle, for ``breakLoop(_:)`` from a signal handler, which
     /// cannot reach this object.

@@ -1,5 +1,3 @@
-import NIOCore
-
 /// The 32-bit key a client XORs its payload with (RFC 6455 §5.3).
 public struct MaskingKey: Hashable, Sendable {
     /// The four key bytes in wire order, packed big-endian.
@@ -44,12 +42,5 @@ public struct MaskingKey: Hashable, Sendable {
             bytes[index] ^= UInt8(truncatingIfNeeded: word64 >> (UInt64(index & 3) * 8))
             index += 1
         }
-    }
-
-    /// A copy of `buffer`'s readable bytes with the key applied.
-    public func applied(to buffer: ByteBuffer, offset: Int) -> ByteBuffer {
-        var copy = buffer
-        copy.withUnsafeMutableReadableBytes { apply(to: $0, offset: offset) }
-        return copy
     }
 }
