@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(libpcap-dev zlib1g-dev pkg-config)
 python_packages=()
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(tshark tcpdump python3-pip node-ws)
+    packages+=(tshark tcpdump python3-pip openssl node-ws)
     python_packages+=(websockets pytest)
 fi
 

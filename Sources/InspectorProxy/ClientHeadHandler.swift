@@ -1,5 +1,7 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import WebSocketWire
 
 /// The first handler on an accepted connection: reads the client's request
@@ -11,6 +13,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     private let configuration: ProxyConfiguration
+    private let upstreamTLS: NIOSSLContext?
     private let id: Int
     private let sink: @Sendable (InspectorEvent) -> Void
     private let diagnostics: @Sendable (String) -> Void
@@ -22,11 +25,13 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     init(
         configuration: ProxyConfiguration,
+        upstreamTLS: NIOSSLContext?,
         id: Int,
         sink: @escaping @Sendable (InspectorEvent) -> Void,
         diagnostics: @escaping @Sendable (String) -> Void
     ) {
         self.configuration = configuration
+        self.upstreamTLS = upstreamTLS
         self.id = id
         self.sink = sink
         self.diagnostics = diagnostics
@@ -93,11 +98,32 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let tls = upstreamTLS
+        // SNI carries a host name, never an address (RFC 6066 §3).
+        let serverName = upstream.host.contains(":") || upstream.host.allSatisfy({ $0.isNumber || $0 == "." })
+            ? nil : upstream.host
+        // With TLS the connection counts as made once the handshake is done,
+        // so a certificate problem is answered with a 502 like a refusal.
+        let handshake = context.eventLoop.makePromise(of: Void.self)
+        if tls == nil { handshake.succeed(()) }
         ClientBootstrap(group: context.eventLoop)
+            .channelInitializer { channel in
+                guard let tls else { return channel.eventLoop.makeSucceededVoidFuture() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(handshake))
+                }
+            }
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.autoRead, value: false)
             .connectTimeout(.seconds(10))
             .connect(host: upstream.host, port: upstream.port)
+            .flatMap { channel in
+                handshake.futureResult.map { channel }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
             .whenComplete { result in
                 let context = loopBoundContext.value
                 let handler = loopBoundSelf.value
@@ -189,5 +215,51 @@ final class IdleCloser: ChannelInboundHandler {
         } else {
             context.fireUserInboundEventTriggered(event)
         }
+    }
+}
+
+/// Completes a promise when the upstream's TLS handshake is done, or fails
+/// it with the handshake's error; passes everything else on.
+final class TLSHandshakeWaiter: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    private var promise: EventLoopPromise<Void>?
+
+    init(_ promise: EventLoopPromise<Void>) {
+        self.promise = promise
+    }
+
+    // The upstream channel does not read by itself until the relay is in
+    // place; the handshake needs reads, so ask for them until it is done.
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        context.read()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.fireChannelReadComplete()
+        if promise != nil { context.read() }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            promise?.succeed(())
+            promise = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let promise {
+            self.promise = nil
+            promise.fail(error)
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise?.fail(ChannelError.eof)
+        promise = nil
+        context.fireChannelInactive()
     }
 }

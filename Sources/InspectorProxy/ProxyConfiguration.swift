@@ -14,7 +14,17 @@ public struct ProxyConfiguration: Sendable {
     public var handshakeTimeout: Int64 = 10
     /// Seconds without traffic either way before a connection is closed; 0 = never.
     public var idleTimeout: Int64 = 0
-    /// Record every client connection's traffic (as the client saw it) to
+    /// For a `wss://` upstream: a PEM file of CA certificates to trust instead
+    /// of the system's; `nil` uses the system trust store.
+    public var upstreamCAFile: String?
+    /// For a `wss://` upstream: skip certificate verification (testing only).
+    public var upstreamInsecure = false
+    /// PEM certificate chain and key to accept clients over TLS (`wss://` to
+    /// the proxy); `nil` listens in plain text.
+    public var listenCertificate: (chain: String, key: String)?
+
+    /// Record every client connection's traffic (as the client saw it, after
+    /// TLS is removed) to
     /// this pcap file, which `wsinspect read` and Wireshark decode.
     public var pcapPath: String?
     /// How the decoder that logs frames behaves.

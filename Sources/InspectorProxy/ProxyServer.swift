@@ -1,6 +1,7 @@
 import NIOCore
 import NIOExtras
 import NIOPosix
+import NIOSSL
 import Synchronization
 import WebSocketWire
 
@@ -18,7 +19,7 @@ public final class ProxyServer: Sendable {
     private let recording: NIOWritePCAPHandler.SynchronizedFileSink?
 
     public struct StartError: Error, CustomStringConvertible {
-        public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, cannotRecord, other }
+        public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, cannotRecord, badCertificate, other }
         public var kind: Kind
         public var description: String
     }
@@ -40,6 +41,7 @@ public final class ProxyServer: Sendable {
         self.configuration = configuration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let counter = IDCounter()
+        let (serverTLS, upstreamTLS) = try ProxyServer.makeTLSContexts(configuration)
         var recording: NIOWritePCAPHandler.SynchronizedFileSink?
         if let path = configuration.pcapPath {
             do {
@@ -60,6 +62,9 @@ public final class ProxyServer: Sendable {
             .childChannelInitializer { channel in
                 let id = counter.next()
                 return channel.eventLoop.makeCompletedFuture {
+                    if let serverTLS {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS))
+                    }
                     if let recording {
                         // First in the pipeline: records the bytes exactly as the client sent and got them.
                         try channel.pipeline.syncOperations.addHandler(
@@ -67,7 +72,10 @@ public final class ProxyServer: Sendable {
                         )
                     }
                     try channel.pipeline.syncOperations.addHandler(
-                        ClientHeadHandler(configuration: configuration, id: id, sink: sink, diagnostics: diagnostics)
+                        ClientHeadHandler(
+                            configuration: configuration, upstreamTLS: upstreamTLS, id: id, sink: sink,
+                            diagnostics: diagnostics
+                        )
                     )
                 }
             }
@@ -89,6 +97,36 @@ public final class ProxyServer: Sendable {
             throw StartError(kind: kind, description: "cannot listen on \(configuration.listenHost):\(configuration.listenPort): \(describeNetworkError(error))")
         }
         self.group = group
+    }
+
+    /// TLS for accepting clients (`--tls-cert/--tls-key`) and for a `wss://`
+    /// upstream (system trust store, `--ca-file`, or none with `--insecure`).
+    private static func makeTLSContexts(_ configuration: ProxyConfiguration) throws -> (NIOSSLContext?, NIOSSLContext?) {
+        var server: NIOSSLContext?
+        var upstream: NIOSSLContext?
+        do {
+            if let (chain, key) = configuration.listenCertificate {
+                let certificates = try NIOSSLCertificate.fromPEMFile(chain).map { NIOSSLCertificateSource.certificate($0) }
+                let tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: certificates,
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+                )
+                server = try NIOSSLContext(configuration: tls)
+            }
+            if configuration.upstream.usesTLS {
+                var tls = TLSConfiguration.makeClientConfiguration()
+                if let file = configuration.upstreamCAFile {
+                    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(file))
+                }
+                if configuration.upstreamInsecure {
+                    tls.certificateVerification = .none
+                }
+                upstream = try NIOSSLContext(configuration: tls)
+            }
+        } catch {
+            throw StartError(kind: .badCertificate, description: "TLS setup failed: \(error)")
+        }
+        return (server, upstream)
     }
 
     /// Runs until the listening socket closes (see ``stopListening()``).
@@ -131,6 +169,9 @@ func describeNetworkError(_ error: Error) -> String {
     }
     if error is ChannelError, case ChannelError.connectTimeout = error {
         return "connection timed out"
+    }
+    if let error = error as? NIOSSLError, case .handshakeFailed(let reason) = error {
+        return "TLS handshake failed: \(reason)"
     }
     return "\(error)"
 }

@@ -1,7 +1,10 @@
-/// Where the reverse proxy sends connections: `ws://host:port/base`.
+/// Where the reverse proxy sends connections: `ws://host:port/base`, or
+/// `wss://` for an upstream that speaks TLS.
 public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
     public var host: String
     public var port: Int
+    /// The upstream speaks TLS (`wss://` or `https://`).
+    public var usesTLS: Bool
     /// A path prefix put before every request's path ("" for none).
     public var basePath: String
 
@@ -9,23 +12,19 @@ public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
         public var description: String
     }
 
-    /// Accepts `ws://` and `http://` (the same wire until the upgrade), with
-    /// an IPv6 host in brackets. `wss://` needs TLS, which is not built yet.
+    /// Accepts `ws://`, `wss://`, `http://` and `https://` (the same wire until
+    /// the upgrade), with an IPv6 host in brackets.
     public init(parsing text: String) throws {
         let lower = text.lowercased()
-        let rest: Substring
-        let defaultPort: Int
-        if lower.hasPrefix("ws://") {
-            rest = text.dropFirst(5)
-            defaultPort = 80
-        } else if lower.hasPrefix("http://") {
-            rest = text.dropFirst(7)
-            defaultPort = 80
-        } else if lower.hasPrefix("wss://") || lower.hasPrefix("https://") {
-            throw ParseError(description: "'\(text)': TLS upstreams (wss://) are not supported yet; use ws://")
-        } else {
-            throw ParseError(description: "'\(text)' is not a ws:// URL (e.g. ws://127.0.0.1:8080)")
+        let schemes: [(prefix: String, port: Int, tls: Bool)] = [
+            ("ws://", 80, false), ("wss://", 443, true), ("http://", 80, false), ("https://", 443, true),
+        ]
+        guard let scheme = schemes.first(where: { lower.hasPrefix($0.prefix) }) else {
+            throw ParseError(description: "'\(text)' is not a ws:// or wss:// URL (e.g. ws://127.0.0.1:8080)")
         }
+        let rest = text.dropFirst(scheme.prefix.count)
+        let defaultPort = scheme.port
+        usesTLS = scheme.tls
         let slash = rest.firstIndex(of: "/") ?? rest.endIndex
         let authority = rest[..<slash]
         var path = String(rest[slash...])
@@ -61,8 +60,8 @@ public struct UpstreamURL: Hashable, Sendable, CustomStringConvertible {
     /// The Host header value for requests to this upstream (RFC 9110 §7.2).
     public var hostHeader: String {
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        return port == 80 ? shownHost : "\(shownHost):\(port)"
+        return port == (usesTLS ? 443 : 80) ? shownHost : "\(shownHost):\(port)"
     }
 
-    public var description: String { "ws://\(hostHeader)\(basePath)" }
+    public var description: String { (usesTLS ? "wss://" : "ws://") + hostHeader + basePath }
 }

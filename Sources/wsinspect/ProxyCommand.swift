@@ -23,8 +23,20 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
     var listen: String = "127.0.0.1:9000"
 
-    @Option(name: .long, help: "Upstream WebSocket server, e.g. ws://127.0.0.1:8080 or ws://host:8080/base.")
+    @Option(name: .long, help: "Upstream WebSocket server, e.g. ws://127.0.0.1:8080, ws://host:8080/base or wss://host.")
     var upstream: String
+
+    @Option(name: .long, help: "For a wss:// upstream: trust the CA certificates in this PEM file instead of the system's.")
+    var caFile: String?
+
+    @Flag(name: .long, help: "For a wss:// upstream: do not verify its certificate (testing only).")
+    var insecure = false
+
+    @Option(name: .long, help: "Accept clients over TLS with this PEM certificate chain (with --tls-key).")
+    var tlsCert: String?
+
+    @Option(name: .long, help: "The PEM private key for --tls-cert.")
+    var tlsKey: String?
 
     @Option(name: .long, help: "Write the log to this file instead of standard output.")
     var log: String?
@@ -55,6 +67,9 @@ struct ProxyCommand: ParsableCommand {
             _ = try UpstreamURL(parsing: upstream)
         } catch {
             throw ValidationError("--upstream: \(error)")
+        }
+        if (tlsCert == nil) != (tlsKey == nil) {
+            throw ValidationError("--tls-cert and --tls-key go together")
         }
         if handshakeTimeout <= 0 { throw ValidationError("--handshake-timeout must be positive") }
         if idleTimeout < 0 { throw ValidationError("--idle-timeout must not be negative") }
@@ -102,6 +117,9 @@ struct ProxyCommand: ParsableCommand {
         configuration.idleTimeout = idleTimeout
         configuration.observer.maximumRetainedPayload = maxPayload
         configuration.pcapPath = writePcap
+        configuration.upstreamCAFile = caFile
+        configuration.upstreamInsecure = insecure
+        if let tlsCert, let tlsKey { configuration.listenCertificate = (tlsCert, tlsKey) }
 
         let server: ProxyServer
         do {
@@ -116,6 +134,7 @@ struct ProxyCommand: ParsableCommand {
             case .addressInUse: throw ExitCodes.addressInUse
             case .permissionDenied: throw ExitCodes.permissionDenied
             case .cannotRecord: throw ExitCodes.ioError
+            case .badCertificate: throw ExitCodes.noInput
             default: throw ExitCodes.unavailable
             }
         }
