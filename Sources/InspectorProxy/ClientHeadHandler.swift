@@ -77,28 +77,28 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             diagnostics("connection \(id): not an HTTP request (\(reason)); closing")
             respond(context, status: "400 Bad Request", body: "wsinspect: the request is not HTTP/1.1: \(reason)\n")
         case .complete(let head, _):
-            guard case .request = head.startLine else {
-                respond(context, status: "400 Bad Request", body: "wsinspect: expected an HTTP request\n")
-                return
+            let decision = Route.decide(
+                for: head, configuration: configuration, clientAddress: context.channel.remoteAddress?.ipAddress
+            )
+            switch decision {
+            case .reject(let status, let reason):
+                diagnostics("connection \(id): \(reason)")
+                respond(context, status: status, body: "wsinspect: \(reason)\n")
+            case .route(let route):
+                connecting = true
+                timeout?.cancel()
+                connectUpstream(context, route: route)
             }
-            connecting = true
-            timeout?.cancel()
-            connectUpstream(context, head: head)
         }
     }
 
-    private func connectUpstream(_ context: ChannelHandlerContext, head: HTTPHead) {
-        let upstream = configuration.upstream
-        let clientAddress = context.channel.remoteAddress
-        let rewriter = RequestHeadRewriter(
-            upstream: upstream,
-            forwardedFor: configuration.addForwardedFor ? clientAddress?.ipAddress : nil
-        )
+    private func connectUpstream(_ context: ChannelHandlerContext, route: Route) {
+        let upstream = route.target
         // Stop reading from the client until the relay is in place.
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let tls = upstreamTLS
+        let tls = upstream.usesTLS && !route.tunnel ? upstreamTLS : nil
         // SNI carries a host name, never an address (RFC 6066 §3).
         let serverName = upstream.host.contains(":") || upstream.host.allSatisfy({ $0.isNumber || $0 == "." })
             ? nil : upstream.host
@@ -129,7 +129,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let handler = loopBoundSelf.value
                 switch result {
                 case .success(let upstreamChannel):
-                    handler.startRelay(context, upstreamChannel: upstreamChannel, head: head, rewriter: rewriter)
+                    handler.startRelay(context, upstreamChannel: upstreamChannel, route: route)
                 case .failure(let error):
                     let reason = describeNetworkError(error)
                     handler.diagnostics("connection \(handler.id): cannot reach the upstream \(upstream): \(reason)")
@@ -142,10 +142,18 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
     }
 
-    private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, head: HTTPHead, rewriter: RequestHeadRewriter) {
+    private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, route: Route) {
         let client = context.channel.remoteAddress.map(Self.describe) ?? "unknown"
-        let server = upstreamChannel.remoteAddress.map(Self.describe) ?? configuration.upstream.hostHeader
+        let server = upstreamChannel.remoteAddress.map(Self.describe) ?? route.target.hostHeader
         let tap = ConnectionTap(id: id, client: client, server: server, configuration: configuration.observer, sink: sink)
+        if route.tunnel {
+            let id = self.id
+            let diagnostics = self.diagnostics
+            let target = route.target.hostHeader
+            tap.onTLSTunnel = {
+                diagnostics("connection \(id): the CONNECT tunnel to \(target) carries TLS; relayed without decoding")
+            }
+        }
         let (clientSide, upstreamSide) = RelayHandler.pair(tap: tap) { reason in
             tap.finish(reason)
         }
@@ -168,19 +176,29 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         // The head goes out rewritten; the tap sees exactly what the client
-        // sent, so the log shows the client's own request.
+        // sent, so the log shows the client's own request. A CONNECT head is
+        // answered here and goes nowhere: the tunnel's bytes follow it.
         let length = buffered.withUnsafeReadableBytes { bytes -> Int in
             if case .complete(_, let length) = HTTPHead.parse(bytes) { return length }
             return 0
         }
         let original = buffered.readSlice(length: length)!
-        var head = context.channel.allocator.buffer(bytes: rewriter.rewrite(Array(original.readableBytesView)))
-        tap.observe(original, .clientToServer)
+        var head: ByteBuffer
+        if route.tunnel {
+            head = context.channel.allocator.buffer(capacity: buffered.readableBytes)
+            context.writeAndFlush(
+                wrapOutboundOut(context.channel.allocator.buffer(string: "HTTP/1.1 200 Connection Established\r\n\r\n")),
+                promise: nil
+            )
+        } else {
+            head = context.channel.allocator.buffer(bytes: route.rewriter.rewrite(Array(original.readableBytesView)))
+            tap.observe(original, .clientToServer)
+        }
         if buffered.readableBytes > 0 {
             tap.observe(buffered, .clientToServer)
             head.writeImmutableBuffer(buffered)
         }
-        upstreamChannel.writeAndFlush(head, promise: nil)
+        if head.readableBytes > 0 { upstreamChannel.writeAndFlush(head, promise: nil) }
         if clientInputClosed {
             upstreamChannel.close(mode: .output, promise: nil)
         }

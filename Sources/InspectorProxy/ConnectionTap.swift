@@ -15,6 +15,9 @@ final class ConnectionTap {
     /// A reset was seen on either side: the connection ends as reset,
     /// whichever side's closing is noticed first.
     var sawReset = false
+    /// For a CONNECT tunnel: called once if the client's first bytes are a
+    /// TLS record (RFC 8446 §5.1, content type 22), which cannot be decoded.
+    var onTLSTunnel: (() -> Void)?
 
     init(id: Int, client: String, server: String, configuration: ObserverConfiguration, sink: @escaping @Sendable (InspectorEvent) -> Void) {
         observer = ConnectionObserver(
@@ -28,6 +31,10 @@ final class ConnectionTap {
 
     func observe(_ bytes: ByteBuffer, _ direction: Direction) {
         guard !finished else { return }
+        if let onTLSTunnel, direction == .clientToServer, let first = bytes.readableBytesView.first {
+            self.onTLSTunnel = nil
+            if first == 0x16 { onTLSTunnel() }
+        }
         observer.receive(bytes, from: direction, at: ConnectionTap.now())
         drain()
     }

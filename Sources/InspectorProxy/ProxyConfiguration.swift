@@ -7,7 +7,17 @@ public struct ProxyConfiguration: Sendable {
     public var listenHost = "127.0.0.1"
     /// Port to listen on; 0 picks a free one (the readiness line says which).
     public var listenPort = 9000
-    public var upstream: UpstreamURL
+    public enum Mode: String, Sendable, CaseIterable {
+        /// Every connection goes to ``upstream``.
+        case reverse
+        /// Clients name the target themselves, as with any HTTP proxy:
+        /// absolute-URI requests and `CONNECT host:port` tunnels.
+        case forward
+    }
+
+    public var mode = Mode.reverse
+    /// Where connections go in reverse mode; unused in forward mode.
+    public var upstream: UpstreamURL?
     /// Add an X-Forwarded-For header naming the client (RFC 7239's older cousin).
     public var addForwardedFor = false
     /// Seconds a client may take to send its request head.
@@ -30,7 +40,8 @@ public struct ProxyConfiguration: Sendable {
     /// How the decoder that logs frames behaves.
     public var observer = ObserverConfiguration()
 
-    public init(upstream: UpstreamURL) {
+    public init(upstream: UpstreamURL?, mode: Mode = .reverse) {
         self.upstream = upstream
+        self.mode = mode
     }
 }

@@ -113,7 +113,7 @@ public final class ProxyServer: Sendable {
                 )
                 server = try NIOSSLContext(configuration: tls)
             }
-            if configuration.upstream.usesTLS {
+            if configuration.upstream?.usesTLS == true {
                 var tls = TLSConfiguration.makeClientConfiguration()
                 if let file = configuration.upstreamCAFile {
                     tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(file))

@@ -7,6 +7,10 @@ import WebSocketWire
 struct RequestHeadRewriter {
     var upstream: UpstreamURL
     var forwardedFor: String?
+    /// Turn an absolute-URI target into its path (forward-proxy requests).
+    var originForm = false
+    /// Leave the client's Host line alone (forward-proxy requests).
+    var keepsHost = false
 
     /// `head` is the raw head, up to and including its blank line.
     func rewrite(_ head: [UInt8]) -> [UInt8] {
@@ -24,8 +28,8 @@ struct RequestHeadRewriter {
         out += rewriteRequestLine(lines[0])
         var wroteHost = false
         for line in lines.dropFirst() {
-            if let colon = line.firstIndex(of: UInt8(ascii: ":")),
-                String(decoding: line[line.startIndex..<colon], as: UTF8.self).trimmingCharacters() .lowercased() == "host"
+            if !keepsHost, let colon = line.firstIndex(of: UInt8(ascii: ":")),
+                String(decoding: line[line.startIndex..<colon], as: UTF8.self).trimmingCharacters().lowercased() == "host"
             {
                 if !wroteHost { out += Array("Host: \(upstream.hostHeader)".utf8) + newline }
                 wroteHost = true
@@ -33,14 +37,26 @@ struct RequestHeadRewriter {
             }
             out += line
         }
-        if !wroteHost { out += Array("Host: \(upstream.hostHeader)".utf8) + newline }
+        if !wroteHost && !keepsHost { out += Array("Host: \(upstream.hostHeader)".utf8) + newline }
         if let forwardedFor { out += Array("X-Forwarded-For: \(forwardedFor)".utf8) + newline }
         out += blank
         return out
     }
 
-    /// Puts the upstream's base path in front of the request target.
+    /// Puts the upstream's base path in front of the request target, or
+    /// reduces an absolute URI to its path.
     private func rewriteRequestLine(_ line: ArraySlice<UInt8>) -> [UInt8] {
+        if originForm, let firstSpace = line.firstIndex(of: UInt8(ascii: " ")) {
+            let rest = line[line.index(after: firstSpace)...]
+            guard let targetEnd = rest.firstIndex(of: UInt8(ascii: " ")) else { return Array(line) }
+            let target = String(decoding: rest[rest.startIndex..<targetEnd], as: UTF8.self)
+            var path = "/"
+            if let schemeEnd = target.range(of: "://") {
+                let afterScheme = target[schemeEnd.upperBound...]
+                if let slash = afterScheme.firstIndex(of: "/") { path = String(afterScheme[slash...]) }
+            }
+            return Array(line[...firstSpace]) + Array(path.utf8) + Array(rest[targetEnd...])
+        }
         guard !upstream.basePath.isEmpty,
             let firstSpace = line.firstIndex(of: UInt8(ascii: " ")),
             line.index(after: firstSpace) < line.endIndex,

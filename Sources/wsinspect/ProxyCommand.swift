@@ -23,8 +23,11 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
     var listen: String = "127.0.0.1:9000"
 
-    @Option(name: .long, help: "Upstream WebSocket server, e.g. ws://127.0.0.1:8080, ws://host:8080/base or wss://host.")
-    var upstream: String
+    @Option(name: .long, help: "Upstream WebSocket server, e.g. ws://127.0.0.1:8080, ws://host:8080/base or wss://host (reverse mode).")
+    var upstream: String?
+
+    @Option(name: .long, help: "reverse (every connection goes to --upstream) or forward (clients use wsinspect as their HTTP proxy: absolute URIs and CONNECT).")
+    var mode: ProxyConfiguration.Mode = .reverse
 
     @Option(name: .long, help: "For a wss:// upstream: trust the CA certificates in this PEM file instead of the system's.")
     var caFile: String?
@@ -63,10 +66,19 @@ struct ProxyCommand: ParsableCommand {
 
     func validate() throws {
         _ = try listenAddress()
-        do {
-            _ = try UpstreamURL(parsing: upstream)
-        } catch {
-            throw ValidationError("--upstream: \(error)")
+        switch (mode, upstream) {
+        case (.reverse, nil):
+            throw ValidationError("--upstream is required in reverse mode (or use --mode forward)")
+        case (.forward, .some):
+            throw ValidationError("--upstream is for reverse mode; in forward mode clients name their targets")
+        case (_, .some(let upstream)):
+            do {
+                _ = try UpstreamURL(parsing: upstream)
+            } catch {
+                throw ValidationError("--upstream: \(error)")
+            }
+        default:
+            break
         }
         if (tlsCert == nil) != (tlsKey == nil) {
             throw ValidationError("--tls-cert and --tls-key go together")
@@ -109,7 +121,7 @@ struct ProxyCommand: ParsableCommand {
         }
         let proxyLog = ProxyLog(printer: try EventPrinter(view: view, descriptor: descriptor))
         let (host, port) = try listenAddress()
-        var configuration = ProxyConfiguration(upstream: try UpstreamURL(parsing: upstream))
+        var configuration = ProxyConfiguration(upstream: try upstream.map { try UpstreamURL(parsing: $0) }, mode: mode)
         configuration.listenHost = host
         configuration.listenPort = port
         configuration.addForwardedFor = forwardedFor
@@ -150,9 +162,10 @@ struct ProxyCommand: ParsableCommand {
         }
 
         let address = server.localAddress
+        let upstreamJSON = configuration.upstream.map { "\"\($0)\"" } ?? "null"
         let ready = view.format == .jsonl
-            ? "{\"type\":\"listening\",\"address\":\"\(address)\",\"upstream\":\"\(configuration.upstream)\"}\n"
-            : "wsinspect proxy listening on \(address) → \(configuration.upstream)\n"
+            ? "{\"type\":\"listening\",\"address\":\"\(address)\",\"mode\":\"\(mode.rawValue)\",\"upstream\":\(upstreamJSON)}\n"
+            : "wsinspect proxy listening on \(address) → \(configuration.upstream.map(\.description) ?? "any target (forward proxy)")\n"
         if descriptor == STDOUT_FILENO {
             proxyLog.line(ready)
         } else {
@@ -181,3 +194,5 @@ struct ProxyCommand: ParsableCommand {
         if descriptor != STDOUT_FILENO { close(descriptor) }
     }
 }
+
+extension ProxyConfiguration.Mode: ExpressibleByArgument {}

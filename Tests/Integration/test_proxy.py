@@ -83,7 +83,8 @@ class ProxyProcess:
         self.ready_path = workdir / "ready"
         self.stdout_path = workdir / "stdout"
         self.stderr_path = workdir / "stderr"
-        self.cmd = [str(binary), "proxy", "--listen", listen, "--upstream", upstream,
+        upstream_args = ["--upstream", upstream] if upstream else []  # forward mode has none
+        self.cmd = [str(binary), "proxy", "--listen", listen, *upstream_args,
                     "--ready-file", str(self.ready_path), "--format", fmt, *args]
         if log:
             self.cmd += ["--log", str(self.log_path)]
@@ -116,7 +117,7 @@ class ProxyProcess:
             obj = json.loads(self.ready_line)
             assert obj["type"] == "listening", self.ready_line
             assert obj["address"] == self.address, (self.ready_line, self.address)
-            assert obj["upstream"] == self.upstream.rstrip("/"), (self.ready_line, self.upstream)
+            assert obj["upstream"] == (self.upstream.rstrip("/") or None), (self.ready_line, self.upstream)
         else:
             m = re.fullmatch(r"wsinspect proxy listening on (\S+) → (ws://\S+)", self.ready_line)
             assert m, f"readiness line {self.ready_line!r}"
@@ -1880,3 +1881,59 @@ def test_tls_flags_go_together(wsinspect_bin):
     r = subprocess.run([str(wsinspect_bin), "proxy", "--upstream", "ws://127.0.0.1:9", "--tls-cert", "x.pem"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 64 and r.stderr.startswith("wsinspect: "), r.stderr
+
+
+# -- forward-proxy mode: absolute URIs and CONNECT ----------------------------
+
+def _forward_proxy(wsinspect_bin, tmp_path):
+    return ProxyProcess(wsinspect_bin, "", tmp_path / "forward", ("--mode", "forward"))
+
+
+def test_forward_mode_connect_and_absolute_uri(wsinspect_bin, tmp_path):
+    port, stop = _echo_server()
+    proxy = _forward_proxy(wsinspect_bin, tmp_path)
+    try:
+        async def via_connect():
+            async with websockets.connect(f"ws://127.0.0.1:{port}/tunnel", proxy=f"http://{proxy.address}") as ws:
+                await ws.send("through CONNECT")
+                return await ws.recv()
+        assert asyncio.run(via_connect()) == "through CONNECT"
+
+        # An absolute-URI upgrade request: the upstream gets the origin form.
+        with connect_raw(proxy.address) as sock:
+            sock.sendall(upgrade_request(f"http://127.0.0.1:{port}/absolute", host=f"127.0.0.1:{port}"))
+            head, _ = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 101"), head
+    finally:
+        stop()
+    assert proxy.stop() == 0, proxy.describe()
+    opens = [e for e in proxy.events() if e["type"] == "connection-open"]
+    assert [o["request"]["path"] for o in opens] == ["/tunnel", f"http://127.0.0.1:{port}/absolute"]
+    texts = [m.get("text") for m in proxy.events() if m["type"] == "message"]
+    assert texts == ["through CONNECT", "through CONNECT"]
+
+
+def test_forward_mode_reports_tls_tunnels_and_rejects_origin_form(wsinspect_bin, tmp_path):
+    port, stop = _echo_server()
+    proxy = _forward_proxy(wsinspect_bin, tmp_path)
+    try:
+        with connect_raw(proxy.address) as sock:
+            sock.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            head, _ = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            sock.sendall(b"\x16\x03\x01\x00\x05hello")  # a TLS record header: not decodable
+            time.sleep(0.3)
+        with connect_raw(proxy.address) as sock:
+            sock.sendall(b"GET /not-absolute HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _ = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 400"), head
+    finally:
+        stop()
+    assert proxy.stop() == 0, proxy.describe()
+    assert "carries TLS; relayed without decoding" in proxy.stderr(), proxy.stderr()
+
+
+def test_mode_and_upstream_are_checked(wsinspect_bin):
+    for args in (["proxy"], ["proxy", "--mode", "forward", "--upstream", "ws://127.0.0.1:9"]):
+        r = subprocess.run([str(wsinspect_bin), *args], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 64 and r.stderr.startswith("wsinspect: "), (args, r.stderr)
