@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-dependencies.sh
-swift build -c release --product wsinspect 2>&1 | grep -Ev '^(\[|Building|Compiling|Write|Planning)' >&2 || true
-exec .build/release/wsinspect read samples/chat.pcapng "$@"
+swift build --product wsinspect 2>&1 | grep -Ev '^(\[|Building|Compiling|Write|Planning)' >&2 || true
+exec .build/debug/wsinspect read samples/chat.pcapng "$@"
