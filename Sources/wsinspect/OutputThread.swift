@@ -16,6 +16,11 @@ final class OutputThread: @unchecked Sendable {
     private var batch: [InspectorEvent] = []
     private let batchSize = 1024
     private let closed = Atomic<Bool>(false)
+    /// Batches the output thread is done with, handed back so that their
+    /// events are freed on the thread that allocated them: freeing on the
+    /// other thread makes malloc take the allocating arena's lock, and that
+    /// contention cost more than the formatting itself.
+    private let finished = Mutex<[[InspectorEvent]]>([])
 
     init(printer: EventPrinter) {
         self.printer = printer
@@ -38,10 +43,18 @@ final class OutputThread: @unchecked Sendable {
         let events = batch
         batch.removeAll(keepingCapacity: true)
         freeSlots.wait()
+        // Release what came back here, on the decoding thread.
+        let done = finished.withLock { batches -> [[InspectorEvent]] in
+            let done = batches
+            batches.removeAll(keepingCapacity: true)
+            return done
+        }
+        _ = consume done
         queue.async {
             for event in events { self.printer.print(event) }
             if flush { self.printer.flush() }
             if self.printer.output.closed { self.closed.store(true, ordering: .relaxed) }
+            self.finished.withLock { $0.append(events) }
             self.freeSlots.signal()
         }
     }
