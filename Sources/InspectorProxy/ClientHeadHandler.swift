@@ -76,7 +76,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .invalid(let reason):
             diagnostics("connection \(id): not an HTTP request (\(reason)); closing")
             respond(context, status: "400 Bad Request", body: "wsinspect: the request is not HTTP/1.1: \(reason)\n")
-        case .complete(let head, _):
+        case .complete(let head, let headLength):
             let decision = Route.decide(
                 for: head, configuration: configuration, clientAddress: context.channel.remoteAddress?.ipAddress
             )
@@ -87,12 +87,12 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .route(let route):
                 connecting = true
                 timeout?.cancel()
-                connectUpstream(context, route: route)
+                connectUpstream(context, route: route, headLength: headLength)
             }
         }
     }
 
-    private func connectUpstream(_ context: ChannelHandlerContext, route: Route) {
+    private func connectUpstream(_ context: ChannelHandlerContext, route: Route, headLength: Int) {
         let upstream = route.target
         // Stop reading from the client until the relay is in place.
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
@@ -129,7 +129,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let handler = loopBoundSelf.value
                 switch result {
                 case .success(let upstreamChannel):
-                    handler.startRelay(context, upstreamChannel: upstreamChannel, route: route)
+                    handler.startRelay(context, upstreamChannel: upstreamChannel, route: route, headLength: headLength)
                 case .failure(let error):
                     let reason = describeNetworkError(error)
                     handler.diagnostics("connection \(handler.id): cannot reach the upstream \(upstream): \(reason)")
@@ -142,7 +142,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
     }
 
-    private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, route: Route) {
+    private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, route: Route, headLength: Int) {
         let client = context.channel.remoteAddress.map(Self.describe) ?? "unknown"
         let server = upstreamChannel.remoteAddress.map(Self.describe) ?? route.target.hostHeader
         let tap = ConnectionTap(id: id, client: client, server: server, configuration: configuration.observer, sink: sink)
@@ -178,11 +178,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
         // The head goes out rewritten; the tap sees exactly what the client
         // sent, so the log shows the client's own request. A CONNECT head is
         // answered here and goes nowhere: the tunnel's bytes follow it.
-        let length = buffered.withUnsafeReadableBytes { bytes -> Int in
-            if case .complete(_, let length) = HTTPHead.parse(bytes) { return length }
-            return 0
-        }
-        let original = buffered.readSlice(length: length)!
+        let original = buffered.readSlice(length: headLength)!
         var head: ByteBuffer
         if route.tunnel {
             head = context.channel.allocator.buffer(capacity: buffered.readableBytes)
