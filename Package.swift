@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "WebSocketWire", targets: ["WebSocketWire"]),
         .library(name: "PacketCapture", targets: ["PacketCapture"]),
         .library(name: "InspectorOutput", targets: ["InspectorOutput"]),
+        .library(name: "FaultInjection", targets: ["FaultInjection"]),
         .library(name: "InspectorProxy", targets: ["InspectorProxy"]),
     ],
     dependencies: [
@@ -19,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
     ],
     targets: [
         .systemLibrary(
@@ -58,9 +62,21 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "FaultInjection",
+            dependencies: [
+                "WebSocketWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "InspectorProxy",
             dependencies: [
                 "WebSocketWire",
+                "FaultInjection",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -78,6 +94,7 @@ let package = Package(
                 "PacketCapture",
                 "InspectorOutput",
                 "InspectorProxy",
+                "FaultInjection",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -86,5 +103,6 @@ let package = Package(
         .testTarget(name: "WebSocketWireTests", dependencies: ["WebSocketWire"], swiftSettings: strict),
         .testTarget(name: "PacketCaptureTests", dependencies: ["PacketCapture"], swiftSettings: strict),
         .testTarget(name: "InspectorOutputTests", dependencies: ["InspectorOutput"], swiftSettings: strict),
+        .testTarget(name: "FaultInjectionTests", dependencies: ["FaultInjection"], swiftSettings: strict),
     ]
 )

@@ -118,6 +118,15 @@ public struct JSONLinesFormatter {
             json.field("bytes", gap.byteCount)
             json.field("cause", gap.cause.rawValue)
             json.field("framing", gapOutcomeName(gap.outcome))
+        case .fault(let fault):
+            header("fault", fault.connection, fault.time, &json)
+            json.field("rule", fault.rule)
+            json.field("action", fault.action)
+            json.field("direction", fault.direction?.name)
+            json.field("opcode", fault.opcode?.name)
+            json.field("length", fault.length)
+            json.field("message", fault.message)
+            json.field("detail", fault.detail)
         case .connectionClosed(let closed):
             header("connection-close", closed.connection, closed.time, &json)
             json.field("client", closed.endpoints.client)
@@ -146,6 +155,7 @@ public struct JSONLinesFormatter {
         json.field("gaps", summary.gaps)
         json.field("lostBytes", summary.lostBytes)
         json.field("truncatedPackets", summary.truncatedPackets)
+        json.field("faults", summary.faults)
         json.beginObject("skippedPackets")
         for (reason, count) in summary.skipped.sorted(by: { $0.key < $1.key }) {
             json.field(reason, count: count)

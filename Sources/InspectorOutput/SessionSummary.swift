@@ -11,6 +11,8 @@ public struct SessionSummary: Sendable {
     public var gaps = 0
     public var lostBytes: UInt64 = 0
     public var truncatedPackets = 0
+    /// Faults the proxy applied; `nil` where faults cannot happen (`read`).
+    public var faults: Int?
     /// Packets passed over, by reason.
     public var skipped: [String: Int] = [:]
     /// Set when input stopped early (a truncated file), with where and why.

@@ -73,6 +73,10 @@ public struct TextFormatter {
             }
             return "\(clock(gap.time)) \(connectionTag(gap.connection)) \(arrowText(gap.direction)) "
                 + paint("gap: \(gap.byteCount) bytes \(why) (\(framing))", .yellow) + "\n"
+        case .fault(let fault):
+            let arrow = fault.direction.map { " " + arrowText($0) } ?? ""
+            return "\(clock(fault.time)) \(connectionTag(fault.connection))\(arrow) "
+                + paint("fault \(fault.action) [\(fault.rule)]", .red) + " \(fault.detail)\n"
         case .connectionClosed(let closed):
             return formatClosed(closed)
         }
@@ -298,6 +302,7 @@ public struct TextFormatter {
             + counted(summary.frames, "frame") + ", " + counted(summary.messages, "message")
         if summary.findings > 0 { first += ", " + paint(counted(summary.findings, "finding"), .yellow) }
         if summary.rejectedHandshakes > 0 { first += ", " + counted(summary.rejectedHandshakes, "rejected upgrade") }
+        if let faults = summary.faults { first += ", " + paint(counted(faults, "fault"), .red) }
         lines.append(first)
         if let packets = summary.packets {
             var second = "  " + counted(packets, "packet") + ", " + counted(Int(summary.bytes ?? 0), "byte") + ", "

@@ -1,3 +1,4 @@
+import FaultInjection
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -17,6 +18,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let id: Int
     private let sink: @Sendable (InspectorEvent) -> Void
     private let diagnostics: @Sendable (String) -> Void
+    private let faults: FaultController?
     private var buffered = ByteBuffer()
     private var connecting = false
     /// The client half-closed before the relay was in place; pass it on then.
@@ -28,8 +30,10 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
         upstreamTLS: NIOSSLContext?,
         id: Int,
         sink: @escaping @Sendable (InspectorEvent) -> Void,
-        diagnostics: @escaping @Sendable (String) -> Void
+        diagnostics: @escaping @Sendable (String) -> Void,
+        faults: FaultController?
     ) {
+        self.faults = faults
         self.configuration = configuration
         self.upstreamTLS = upstreamTLS
         self.id = id
@@ -85,14 +89,35 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
                 diagnostics("connection \(id): \(reason)")
                 respond(context, status: status, body: "wsinspect: \(reason)\n")
             case .route(let route):
-                connecting = true
                 timeout?.cancel()
-                connectUpstream(context, route: route, headLength: headLength)
+                let target = HandshakeRequest(head: head).target
+                if let faults {
+                    var random = SplitMix64(seed: faults.seed ^ UInt64(truncatingIfNeeded: id))
+                    if let rule = faults.rules.refuses(connection: id, target: target, random: &random) {
+                        refuse(context, rule: rule, target: target)
+                        return
+                    }
+                }
+                connecting = true
+                connectUpstream(context, route: route, headLength: headLength, request: HandshakeRequest(head: head))
             }
         }
     }
 
-    private func connectUpstream(_ context: ChannelHandlerContext, route: Route, headLength: Int) {
+    /// A `refuse` rule (Toxiproxy's "down"): the client is reset before the
+    /// upstream hears of it.
+    private func refuse(_ context: ChannelHandlerContext, rule: FaultRule, target: String) {
+        sink(.fault(FaultEvent(
+            connection: id, time: ConnectionTap.now(), rule: rule.id, action: rule.action.name, direction: nil,
+            detail: "refused \(target) from \(context.channel.remoteAddress.map(Self.describe) ?? "the client") before contacting the upstream"
+        )))
+        if let provider = context.channel as? SocketOptionProvider {
+            _ = provider.setSoLinger(linger(l_onoff: 1, l_linger: 0))
+        }
+        context.close(promise: nil)
+    }
+
+    private func connectUpstream(_ context: ChannelHandlerContext, route: Route, headLength: Int, request: HandshakeRequest) {
         let upstream = route.target
         // Stop reading from the client until the relay is in place.
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
@@ -129,7 +154,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let handler = loopBoundSelf.value
                 switch result {
                 case .success(let upstreamChannel):
-                    handler.startRelay(context, upstreamChannel: upstreamChannel, route: route, headLength: headLength)
+                    handler.startRelay(context, upstreamChannel: upstreamChannel, route: route, headLength: headLength, request: request)
                 case .failure(let error):
                     let reason = describeNetworkError(error)
                     handler.diagnostics("connection \(handler.id): cannot reach the upstream \(upstream): \(reason)")
@@ -142,7 +167,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
     }
 
-    private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, route: Route, headLength: Int) {
+    private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, route: Route, headLength: Int, request: HandshakeRequest) {
         let client = context.channel.remoteAddress.map(Self.describe) ?? "unknown"
         let server = upstreamChannel.remoteAddress.map(Self.describe) ?? route.target.hostHeader
         let tap = ConnectionTap(id: id, client: client, server: server, configuration: configuration.observer, sink: sink)
@@ -154,8 +179,24 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
                 diagnostics("connection \(id): the CONNECT tunnel to \(target) carries TLS; relayed without decoding")
             }
         }
-        let (clientSide, upstreamSide) = RelayHandler.pair(tap: tap) { reason in
-            tap.finish(reason)
+        let clientSide: ChannelHandler
+        let upstreamSide: ChannelHandler
+        var faultRelay: FaultRelay?
+        if let faults, !route.tunnel {
+            let session = FaultSession(
+                connection: id, target: request.target, isUpgradeRequest: request.isUpgrade, seed: faults.seed,
+                maskingKey: { MaskingKey(rawValue: UInt32.random(in: 0...UInt32.max)) }
+            )
+            let relay = FaultRelay(
+                session: session, tap: tap, controller: faults, eventLoop: context.eventLoop,
+                endpoints: ConnectionEndpoints(client: client, server: server), sink: sink
+            )
+            (clientSide, upstreamSide) = relay.makeHandlers()
+            faultRelay = relay
+        } else {
+            (clientSide, upstreamSide) = RelayHandler.pair(tap: tap) { reason in
+                tap.finish(reason)
+            }
         }
         do {
             try upstreamChannel.pipeline.syncOperations.addHandler(upstreamSide)
@@ -190,12 +231,19 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             head = context.channel.allocator.buffer(bytes: route.rewriter.rewrite(Array(original.readableBytesView)))
             tap.observe(original, .clientToServer)
         }
-        if buffered.readableBytes > 0 {
-            tap.observe(buffered, .clientToServer)
-            head.writeImmutableBuffer(buffered)
+        if let faultRelay {
+            // What followed the head is the session's to cut into frames.
+            if head.readableBytes > 0 { upstreamChannel.writeAndFlush(head, promise: nil) }
+            if buffered.readableBytes > 0 { faultRelay.receive(buffered, from: .clientToServer) }
+            if clientInputClosed { faultRelay.receiveEnd(from: .clientToServer, full: false) }
+        } else {
+            if buffered.readableBytes > 0 {
+                tap.observe(buffered, .clientToServer)
+                head.writeImmutableBuffer(buffered)
+            }
+            if head.readableBytes > 0 { upstreamChannel.writeAndFlush(head, promise: nil) }
         }
-        if head.readableBytes > 0 { upstreamChannel.writeAndFlush(head, promise: nil) }
-        if clientInputClosed {
+        if clientInputClosed && faultRelay == nil {
             upstreamChannel.close(mode: .output, promise: nil)
         }
         buffered.clear()

@@ -1,3 +1,4 @@
+import FaultInjection
 import NIOCore
 import NIOExtras
 import NIOPosix
@@ -15,8 +16,13 @@ import Glibc
 public final class ProxyServer: Sendable {
     public let configuration: ProxyConfiguration
     private let group: MultiThreadedEventLoopGroup
+    /// The proxy's event loops, for servers that run beside it (the control API).
+    public var eventLoopGroup: EventLoopGroup { group }
     private let channel: Channel
     private let recording: NIOWritePCAPHandler.SynchronizedFileSink?
+    /// Fault injection, when on: its rules and live connections. `nil`
+    /// relays every byte unchanged.
+    public let faults: FaultController?
 
     public struct StartError: Error, CustomStringConvertible {
         public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, cannotRecord, badCertificate, other }
@@ -35,10 +41,12 @@ public final class ProxyServer: Sendable {
     public init(
         configuration: ProxyConfiguration,
         threads: Int = System.coreCount,
+        faults: FaultController? = nil,
         sink: @escaping @Sendable (InspectorEvent) -> Void,
         diagnostics: @escaping @Sendable (String) -> Void
     ) throws {
         self.configuration = configuration
+        self.faults = faults
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let counter = IDCounter()
         let (serverTLS, upstreamTLS) = try ProxyServer.makeTLSContexts(configuration)
@@ -74,7 +82,7 @@ public final class ProxyServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         ClientHeadHandler(
                             configuration: configuration, upstreamTLS: upstreamTLS, id: id, sink: sink,
-                            diagnostics: diagnostics
+                            diagnostics: diagnostics, faults: faults
                         )
                     )
                 }

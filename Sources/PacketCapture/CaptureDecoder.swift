@@ -265,7 +265,7 @@ extension CaptureDecoder.Flow {
             case .gap(let gap):
                 statistics.gaps += 1
                 statistics.lostBytes += gap.byteCount
-            case .connectionClosed: break
+            case .connectionClosed, .fault: break
             }
             events.append(event)
         }

@@ -12,6 +12,7 @@ public indirect enum InspectorEvent: Sendable {
     case message(MessageEvent)
     case finding(FindingEvent)
     case gap(GapEvent)
+    case fault(FaultEvent)
     case connectionClosed(ConnectionClosed)
 
     public var connection: Int {
@@ -22,6 +23,7 @@ public indirect enum InspectorEvent: Sendable {
         case .message(let e): return e.connection
         case .finding(let e): return e.connection
         case .gap(let e): return e.connection
+        case .fault(let e): return e.connection
         case .connectionClosed(let e): return e.connection
         }
     }
@@ -34,6 +36,7 @@ public indirect enum InspectorEvent: Sendable {
         case .message(let e): return e.time
         case .finding(let e): return e.time
         case .gap(let e): return e.time
+        case .fault(let e): return e.time
         case .connectionClosed(let e): return e.time
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dispatch
+import FaultInjection
 import InspectorOutput
 import InspectorProxy
 import WebSocketWire
@@ -62,6 +63,21 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Payload bytes kept per frame and per message for the log.")
     var maxPayload: Int = 1024 * 1024
 
+    @Option(name: .long, help: "Fault rules (JSON, or YAML for .yaml/.yml): delay, drop, inject, rewrite, … frames (see samples/rules).")
+    var rules: String?
+
+    @Option(name: .long, help: "Seed for every probability and jitter decision; the same seed replays the same faults (default: random, printed on the readiness line).")
+    var seed: UInt64?
+
+    @Option(name: .long, help: "Serve the control API (HTTP + JSON) on HOST:PORT, e.g. 127.0.0.1:9091; turns fault injection on.")
+    var control: String?
+
+    @Option(name: .long, help: "Require 'Authorization: Bearer TOKEN' on control requests (needed when --control is not loopback; default: $WSINSPECT_CONTROL_TOKEN).")
+    var controlToken: String?
+
+    @Option(name: .long, help: "Also write the control API's address to this file once ready.")
+    var controlReadyFile: String?
+
     @OptionGroup var view: ViewOptions
 
     func validate() throws {
@@ -84,18 +100,57 @@ struct ProxyCommand: ParsableCommand {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
         if handshakeTimeout <= 0 { throw ValidationError("--handshake-timeout must be positive") }
+        if let control {
+            let (host, _) = try Self.hostAndPort(control, option: "--control")
+            if effectiveControlToken == nil && !Self.isLoopback(host) {
+                throw ValidationError("--control on \(host) is reachable from other machines: give --control-token (or WSINSPECT_CONTROL_TOKEN), or listen on 127.0.0.1")
+            }
+        }
+        if controlReadyFile != nil && control == nil { throw ValidationError("--control-ready-file needs --control") }
         if idleTimeout < 0 { throw ValidationError("--idle-timeout must not be negative") }
     }
 
     func listenAddress() throws -> (host: String, port: Int) {
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+        try Self.hostAndPort(listen, option: "--listen")
+    }
+
+    static func hostAndPort(_ text: String, option: String) throws -> (host: String, port: Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
             (0...65535).contains(port)
         else {
-            throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:9000, not '\(listen)'")
+            throw ValidationError("\(option) must be HOST:PORT, e.g. 127.0.0.1:9000, not '\(text)'")
         }
-        var host = String(listen[..<colon])
+        var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    var effectiveControlToken: String? {
+        controlToken ?? getenv("WSINSPECT_CONTROL_TOKEN").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The fault controller when rules or a control API are asked for.
+    func makeFaultController() throws -> FaultController? {
+        guard rules != nil || control != nil else { return nil }
+        var file = RuleFile(rules: [])
+        if let rules {
+            do {
+                file = try RuleFile.load(path: rules)
+            } catch let error as RuleFile.LoadError {
+                printError(error.description)
+                throw error.kind == .unreadable ? ExitCodes.noInput : ExitCode.validationFailure
+            }
+        }
+        do {
+            return FaultController(rules: try RuleBook(file.rules), seed: seed ?? file.seed ?? UInt64.random(in: 0...UInt64.max))
+        } catch {
+            printError("\(rules ?? "rules"): \(error)")
+            throw ExitCode.validationFailure
+        }
     }
 
     static var stopSignals: sigset_t {
@@ -119,7 +174,8 @@ struct ProxyCommand: ParsableCommand {
                 throw ExitCodes.ioError
             }
         }
-        let proxyLog = ProxyLog(printer: try EventPrinter(view: view, descriptor: descriptor))
+        let faults = try makeFaultController()
+        let proxyLog = ProxyLog(printer: try EventPrinter(view: view, descriptor: descriptor), countsFaults: faults != nil)
         let (host, port) = try listenAddress()
         var configuration = ProxyConfiguration(upstream: try upstream.map { try UpstreamURL(parsing: $0) }, mode: mode)
         configuration.listenHost = host
@@ -137,6 +193,7 @@ struct ProxyCommand: ParsableCommand {
         do {
             server = try ProxyServer(
                 configuration: configuration,
+                faults: faults,
                 sink: { proxyLog.add($0) },
                 diagnostics: { printError($0) }
             )
@@ -161,11 +218,37 @@ struct ProxyCommand: ParsableCommand {
             server.stopListening()
         }
 
+        var controlServer: ControlServer?
+        if let control, let faults {
+            let (controlHost, controlPort) = try Self.hostAndPort(control, option: "--control")
+            do {
+                controlServer = try ControlServer(
+                    controller: faults, host: controlHost, port: controlPort, token: effectiveControlToken,
+                    eventLoopGroup: server.eventLoopGroup
+                )
+            } catch {
+                printError("\(error)")
+                server.stopListening()
+                server.shutdown()
+                throw ExitCodes.addressInUse
+            }
+        }
+
         let address = server.localAddress
         let upstreamJSON = configuration.upstream.map { "\"\($0)\"" } ?? "null"
+        var extraJSON = ""
+        var extraText = ""
+        if let controlServer {
+            extraJSON += ",\"control\":\"\(controlServer.address)\""
+            extraText += "; control API on http://\(controlServer.address)"
+        }
+        if let faults {
+            extraJSON += ",\"seed\":\(faults.seed),\"rules\":\(faults.rules.snapshot.rules.count)"
+            extraText += "; \(faults.rules.snapshot.rules.count) fault rule(s), seed \(faults.seed)"
+        }
         let ready = view.format == .jsonl
-            ? "{\"type\":\"listening\",\"address\":\"\(address)\",\"mode\":\"\(mode.rawValue)\",\"upstream\":\(upstreamJSON)}\n"
-            : "wsinspect proxy listening on \(address) → \(configuration.upstream.map(\.description) ?? "any target (forward proxy)")\n"
+            ? "{\"type\":\"listening\",\"address\":\"\(address)\",\"mode\":\"\(mode.rawValue)\",\"upstream\":\(upstreamJSON)\(extraJSON)}\n"
+            : "wsinspect proxy listening on \(address) → \(configuration.upstream.map(\.description) ?? "any target (forward proxy)")\(extraText)\n"
         if descriptor == STDOUT_FILENO {
             proxyLog.line(ready)
         } else {
@@ -173,17 +256,18 @@ struct ProxyCommand: ParsableCommand {
             stdout.write(ready)
             stdout.flush()
         }
-        if let readyFile {
-            let file = fopen(readyFile, "w")
-            if let file {
-                fputs(address + "\n", file)
+        for (path, line) in [(controlReadyFile, controlServer?.address), (readyFile, address)] {
+            guard let path, let line else { continue }
+            if let file = fopen(path, "w") {
+                fputs(line + "\n", file)
                 fclose(file)
             } else {
-                printError("\(readyFile): cannot write the ready file")
+                printError("\(path): cannot write the ready file")
             }
         }
 
         try server.wait()
+        controlServer?.stop()
         // Close what is still open, so every connection gets its close event
         // before the summary.
         server.shutdown()

@@ -27,8 +27,9 @@ final class ProxyLog: Sendable {
     ///   - limit: records that may wait to be written;
     ///   - byteLimit: payload bytes they may hold together (memory stays
     ///     bounded however large the relayed messages are).
-    init(printer: sending EventPrinter, limit: Int = 100_000, byteLimit: Int = 32 * 1024 * 1024) {
+    init(printer: sending EventPrinter, countsFaults: Bool = false, limit: Int = 100_000, byteLimit: Int = 32 * 1024 * 1024) {
         self.printer = Mutex(printer)
+        if countsFaults { state.withLock { $0.summary.faults = 0 } }
         self.limit = limit
         self.byteLimit = byteLimit
     }
@@ -49,6 +50,7 @@ final class ProxyLog: Sendable {
             case .handshakeRejected: state.summary.rejectedHandshakes += 1
             case .frame: state.summary.frames += 1
             case .message: state.summary.messages += 1
+            case .fault: state.summary.faults = (state.summary.faults ?? 0) + 1
             // The observer's own count covers every finding of the connection.
             case .connectionClosed(let closed): state.summary.findings += closed.findingCount
             default: break
