@@ -104,5 +104,6 @@ let package = Package(
         .testTarget(name: "PacketCaptureTests", dependencies: ["PacketCapture"], swiftSettings: strict),
         .testTarget(name: "InspectorOutputTests", dependencies: ["InspectorOutput"], swiftSettings: strict),
         .testTarget(name: "FaultInjectionTests", dependencies: ["FaultInjection"], swiftSettings: strict),
+        .testTarget(name: "InspectorProxyTests", dependencies: ["InspectorProxy", "FaultInjection"], swiftSettings: strict),
     ]
 )

@@ -22,6 +22,9 @@ public struct FaultSession {
         case closeReceiver
         /// Close both sides (a `limit` reached).
         case closeBoth
+        /// Log this applied fault now: it sits in the queue where it
+        /// happened, so the log shows it next to the frames it concerns.
+        case log(FaultEvent)
     }
 
     /// What the relay must do to the whole connection at once.
@@ -88,7 +91,7 @@ public struct FaultSession {
 
     public func statistics(_ direction: Direction) -> Statistics {
         let lane = lanes[direction.laneIndex]
-        return Statistics(messages: lane.forwardedMessages, bytes: lane.forwardedBytes, paused: lane.paused)
+        return Statistics(messages: lane.deliveredMessages, bytes: lane.deliveredBytes, paused: lane.paused)
     }
 
     /// Bytes waiting to be delivered in a direction; the relay stops reading
@@ -187,23 +190,32 @@ public struct FaultSession {
         if full {
             // Nothing can reach the side that closed any more.
             let other = direction.opposite.laneIndex
-            lanes[other].queue.removeAll()
-            lanes[other].queuedBytes = 0
+            events += lanes[other].abandon()
             lanes[other].ended = true
+        }
+        for held in lanes.indices where lanes[held].holdUntil?.nanoseconds == .max && lanes.allSatisfy(\.ended) {
+            // Both senders are done and this way is stalled for good: what it
+            // holds can never go out, but the closes must.
+            lanes[held].queue.removeAll { if case .bytes = $0.delivery { return true } else { return false } }
+            lanes[held].queuedBytes = 0
+            lanes[held].holdUntil = nil
         }
     }
 
     /// Sends a message to one side now (at the next message boundary), as a
     /// control-API request does. False when that side can take no more.
     @discardableResult
-    public mutating func inject(_ message: InjectedMessage, to direction: Direction, rule: String = "control", at now: Timestamp) -> Bool {
+    public mutating func inject(
+        _ message: InjectedMessage, to direction: Direction, rule: String = "control", action: String? = nil, at now: Timestamp
+    ) -> Bool {
         guard upgradedAt != nil, !lanes[direction.laneIndex].ended, !lanes[direction.laneIndex].receiverClosed else { return false }
-        events.append(
+        note(
             FaultEvent(
-                connection: connection, time: now, rule: rule, action: message.opcode == .close ? "close" : "inject",
+                connection: connection, time: now, rule: rule, action: action ?? (message.opcode == .close ? "close" : "inject"),
                 direction: direction, opcode: message.opcode, length: message.payload.count,
                 detail: "sent \(describe(message)) to the \(direction.receiverName)"
-            )
+            ),
+            in: direction.laneIndex
         )
         enqueueInjection(message, in: direction.laneIndex, at: now)
         return true
@@ -259,7 +271,17 @@ public struct FaultSession {
         guard let head = lanes[index].queue.first, head.due <= now else { return nil }
         lanes[index].queue.removeFirst()
         lanes[index].queuedBytes -= head.size
+        lanes[index].deliveredBytes += head.size
+        if head.endsMessage { lanes[index].deliveredMessages += 1 }
         return head.delivery
+    }
+
+    /// The connection is gone: nothing queued will be delivered. Returns the
+    /// applied faults that were waiting in the queues, for the log.
+    public mutating func abandon() -> [FaultEvent] {
+        let waiting = events + lanes.indices.flatMap { lanes[$0].abandon() }
+        events = []
+        return waiting
     }
 
     /// The applied faults since the last call, for the log.
@@ -373,10 +395,11 @@ public struct FaultSession {
         let opcode = frame.header.opcode
         if opcode.isControl {
             if !lanes[index].pending.isEmpty {
-                // Interleaved in a fragmented message: keep the byte order by
-                // letting the message's frames so far (and the rest) through.
-                flushPending(index, at: now)
-                lanes[index].passthroughMessage = true
+                // Between the fragments of a message (RFC 6455 §5.4): it waits
+                // with them, so that byte order holds when the message passes
+                // unchanged, and is matched on its own when the message ends.
+                lanes[index].pending.append(frame)
+                return
             }
             process([frame], in: index, at: now)
             return
@@ -427,7 +450,13 @@ public struct FaultSession {
             // longer follow the sender.
             lanes[index].inflateFailed = true
         }
-        for frame in pending { enqueue(frame.raw, in: index, at: now) }
+        for frame in pending {
+            if frame.header.opcode.isControl {
+                process([frame], in: index, at: now)
+            } else {
+                enqueue(frame.raw, in: index, at: now)
+            }
+        }
     }
 
     /// Everything held in a direction goes out as it came (the sender closed).
@@ -479,7 +508,10 @@ public struct FaultSession {
 
     /// Runs one whole message (or control frame) through the rules and
     /// queues what the receiver gets.
-    private mutating func process(_ frames: [Frame], in index: Int, at now: Timestamp) {
+    private mutating func process(_ entries: [Frame], in index: Int, at now: Timestamp) {
+        // Control frames that arrived between a message's fragments.
+        let interleaved = entries.count > 1 ? entries.filter { $0.header.opcode.isControl } : []
+        let frames = interleaved.isEmpty ? entries : entries.filter { !$0.header.opcode.isControl }
         let direction = lanes[index].direction
         lanes[index].messages += 1
         let number = lanes[index].messages
@@ -500,6 +532,11 @@ public struct FaultSession {
             ruleStates[rule.id] = state
             guard rule.match.takes(count: count) else { continue }
             if let times = rule.times, state.applied >= times { continue }
+            if rule.times == nil && state.applied > 0 {
+                // A stall or timeout starts once, at its first match.
+                if case .stall = rule.action { continue }
+                if case .timeout = rule.action { continue }
+            }
             guard random.chance(rule.probability) else { continue }
             ruleStates[rule.id]?.applied += 1
             let what = "\(opcode.name) message #\(number), \(plain?.count ?? payload.count) bytes"
@@ -549,22 +586,33 @@ public struct FaultSession {
             case .limit, .throttle, .slowClose, .refuse:
                 continue
             }
-            events.append(
-                FaultEvent(
-                    connection: connection, time: now, rule: rule.id, action: rule.action.name, direction: direction,
-                    opcode: opcode, length: plain?.count ?? payload.count, message: number, detail: detail
-                )
+            let event = FaultEvent(
+                connection: connection, time: now, rule: rule.id, action: rule.action.name, direction: direction,
+                opcode: opcode, length: plain?.count ?? payload.count, message: number, detail: detail
             )
+            switch rule.action {
+            case .stall, .timeout, .abort: events.append(event)  // about the direction, not a place in it
+            default: note(event, in: index)
+            }
         }
 
         if plan.abort {
             termination = .abort
             return
         }
+        if plan.corruptions.contains(.oversizedControl) {
+            // Ahead of the message: a ping of 126 bytes (RFC 6455 §5.5 allows 125).
+            enqueue(encodeFrame(.ping, [UInt8](repeating: 0x21, count: 126), fin: true, rsv: 0, masked: direction.senderMasks), in: index, at: now, delay: plan.delay)
+        }
         // With context takeover the receiver's inflater expects every
         // compressed message the sender made (RFC 7692 §7.2.2). Once one is
         // lost or changed, this direction is compressed by the proxy itself.
         let breaksContext = compressed && lanes[index].keepsContext && (plan.drop || plan.payload != nil || plan.corruptions.contains(.invalidUTF8))
+        let keepsOrder = !plan.drop && !plan.reframes && !(compressed && lanes[index].reencoding)
+        if !keepsOrder {
+            // The message is changed or gone: its control frames go first.
+            for control in interleaved { process([control], in: index, at: now) }
+        }
         if !plan.drop {
             var body = plan.payload ?? payload
             if plan.corruptions.contains(.invalidUTF8) {
@@ -573,7 +621,14 @@ public struct FaultSession {
             }
             let changed = plan.payload != nil || plan.corruptions.contains(.invalidUTF8)
             if !plan.reframes && !(compressed && lanes[index].reencoding) {
-                for frame in frames { enqueue(frame.raw, in: index, at: now, delay: plan.delay) }
+                // Unchanged: the original bytes, in their original order.
+                for entry in entries {
+                    if !interleaved.isEmpty && entry.header.opcode.isControl {
+                        process([entry], in: index, at: now)
+                    } else {
+                        enqueue(entry.raw, in: index, at: now, delay: plan.delay)
+                    }
+                }
             } else if compressed && !changed && lanes[index].reencoding, let plain {
                 let wire = lanes[index].deflater(deflate).compressMessage(plain)
                 enqueue(encode(opcode, wire, rsv1: true, plan, direction), in: index, at: now, delay: plan.delay)
@@ -593,10 +648,6 @@ public struct FaultSession {
         }
         if breaksContext && !lanes[index].reencoding && !lanes[index].inflateFailed {
             lanes[index].reencoding = true
-        }
-        if plan.corruptions.contains(.oversizedControl) {
-            // Sent ahead of nothing else: a ping of 126 bytes (RFC 6455 §5.5 allows 125).
-            enqueue(encodeFrame(.ping, [UInt8](repeating: 0x21, count: 126), fin: true, rsv: 0, masked: direction.senderMasks), in: index, at: now, delay: plan.delay)
         }
         for (message, targets) in plan.injections {
             for target in targets { enqueueInjection(message, in: target.laneIndex, at: now) }
@@ -622,11 +673,11 @@ public struct FaultSession {
         switch rule.action {
         case .inject(let message):
             for direction in directions {
-                inject(message, to: direction, rule: rule.id, at: now)
+                inject(message, to: direction, rule: rule.id, action: rule.action.name, at: now)
             }
         case .close(let code, let reason):
             for direction in directions {
-                inject(.close(code: code, reason: reason), to: direction, rule: rule.id, at: now)
+                inject(.close(code: code, reason: reason), to: direction, rule: rule.id, action: rule.action.name, at: now)
             }
         case .abort:
             termination = .abort
@@ -635,9 +686,9 @@ public struct FaultSession {
             for direction in directions {
                 let index = direction.laneIndex
                 guard !lanes[index].ended else { continue }
+                record(rule, direction, at: now, "half-closed towards the \(direction.receiverName)", in: index)
                 lanes[index].queue.append(Item(due: lanes[index].lastDue, delivery: .endOutput, size: 0))
                 lanes[index].ended = true
-                record(rule, direction, at: now, "half-closed towards the \(direction.receiverName)")
             }
         case .stall(let ms):
             for direction in directions {
@@ -654,10 +705,21 @@ public struct FaultSession {
         }
     }
 
-    private mutating func record(_ rule: FaultRule, _ direction: Direction?, at now: Timestamp, _ detail: String) {
-        events.append(
-            FaultEvent(connection: connection, time: now, rule: rule.id, action: rule.action.name, direction: direction, detail: detail)
+    private mutating func record(_ rule: FaultRule, _ direction: Direction?, at now: Timestamp, _ detail: String, in index: Int? = nil) {
+        note(
+            FaultEvent(connection: connection, time: now, rule: rule.id, action: rule.action.name, direction: direction, detail: detail),
+            in: index
         )
+    }
+
+    /// Logs an applied fault: at its place in a direction's queue when it
+    /// concerns what travels there, else at once.
+    private mutating func note(_ event: FaultEvent, in index: Int?) {
+        if let index, !lanes[index].ended {
+            lanes[index].queue.append(Item(due: lanes[index].lastDue, delivery: .log(event), size: 0))
+        } else {
+            events.append(event)
+        }
     }
 
     private mutating func hold(_ index: Int, for milliseconds: Int?, at now: Timestamp) {
@@ -728,20 +790,22 @@ public struct FaultSession {
 
     private mutating func countForwardedMessage(_ index: Int, at now: Timestamp) {
         lanes[index].forwardedMessages += 1
+        if !lanes[index].queue.isEmpty { lanes[index].queue[lanes[index].queue.count - 1].endsMessage = true }
         if let (rule, _, messages) = lanes[index].limit, let messages, lanes[index].forwardedMessages >= messages, !lanes[index].ended {
             closeForLimit(index, rule: rule, "\(messages) messages", at: now)
         }
     }
 
     private mutating func closeForLimit(_ index: Int, rule: String, _ what: String, at now: Timestamp) {
-        lanes[index].queue.append(Item(due: lanes[index].lastDue, delivery: .closeBoth, size: 0))
-        lanes[index].ended = true
-        events.append(
+        note(
             FaultEvent(
                 connection: connection, time: now, rule: rule, action: "limit", direction: lanes[index].direction,
                 detail: "closing the connection after \(what) \(lanes[index].direction.name)"
-            )
+            ),
+            in: index
         )
+        lanes[index].queue.append(Item(due: lanes[index].lastDue, delivery: .closeBoth, size: 0))
+        lanes[index].ended = true
     }
 
     /// A whole message as frames: fragmented on request, masked when the
@@ -832,6 +896,9 @@ private struct Lane {
     var messages = 0
     var forwardedMessages = 0
     var forwardedBytes = 0
+    /// What has actually gone out (the control API's statistics).
+    var deliveredMessages = 0
+    var deliveredBytes = 0
     var bytesPerSecond: Int?
     var slowClose: Int64 = 0
     var limit: (rule: String, bytes: Int?, messages: Int?)?
@@ -850,6 +917,17 @@ private struct Lane {
 
     var atMessageBoundary: Bool { passthroughRemaining == 0 && !passthroughMessage }
 
+    /// Empties the queue; returns the fault events it held.
+    mutating func abandon() -> [FaultEvent] {
+        let logged = queue.compactMap { item -> FaultEvent? in
+            if case .log(let event) = item.delivery { return event }
+            return nil
+        }
+        queue.removeAll()
+        queuedBytes = 0
+        return logged
+    }
+
     /// The proxy's compressor for this direction, with the window the
     /// receiver agreed to (RFC 7692 §7.1.2).
     mutating func deflater(_ parameters: DeflateParameters?) -> Deflater {
@@ -865,6 +943,8 @@ private struct Item {
     var due: Timestamp
     var delivery: FaultSession.Delivery
     var size: Int
+    /// The last bytes of a message: delivering them completes it.
+    var endsMessage = false
 }
 
 private struct Frame {

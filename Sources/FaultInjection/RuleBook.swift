@@ -7,7 +7,6 @@ public final class RuleBook: Sendable {
     private struct State {
         var rules: [FaultRule] = []
         var version = 0
-        var nextNumber = 1
     }
 
     private let state = Mutex(State())
@@ -25,20 +24,23 @@ public final class RuleBook: Sendable {
         state.withLock { $0.version }
     }
 
-    /// Adds rules at the end, giving each without an id the next free
-    /// "rule-N"; returns them as stored. Ids must be unique.
+    /// Adds rules at the end, giving each without an id "rule-N" after its
+    /// position (the next free number if that is taken); returns them as
+    /// stored. Ids must be unique.
     @discardableResult
     public func add(_ rules: [FaultRule]) throws -> [FaultRule] {
         try state.withLock { state in
-            var taken = Set(state.rules.map(\.id))
+            var taken = Set(state.rules.map(\.id)).union(rules.map(\.id).filter { !$0.isEmpty })
             var added: [FaultRule] = []
             for var rule in rules {
                 if rule.id.isEmpty {
-                    while taken.contains("rule-\(state.nextNumber)") { state.nextNumber += 1 }
-                    rule.id = "rule-\(state.nextNumber)"
-                    state.nextNumber += 1
+                    // Numbered by position, so the nth rule of a file is rule-n.
+                    var number = state.rules.count + added.count + 1
+                    while taken.contains("rule-\(number)") { number += 1 }
+                    rule.id = "rule-\(number)"
+                } else if added.contains(where: { $0.id == rule.id }) || state.rules.contains(where: { $0.id == rule.id }) {
+                    throw FaultRuleError("two rules have the id '\(rule.id)'")
                 }
-                guard !taken.contains(rule.id) else { throw FaultRuleError("two rules have the id '\(rule.id)'") }
                 taken.insert(rule.id)
                 added.append(rule)
             }

@@ -146,6 +146,8 @@ final class FaultRelay {
                     receiver.flush()
                     terminate(.close)
                     return
+                case .log(let event):
+                    sink(.fault(event))
                 }
             }
             if wrote { receiver.flush() }
@@ -197,7 +199,7 @@ final class FaultRelay {
         finished = true
         timer?.cancel()
         timer = nil
-        drainEvents()
+        for event in session.abandon() { sink(.fault(event)) }
         tap.finish(reason)
         controller.unregister(id: session.connection)
         client = nil

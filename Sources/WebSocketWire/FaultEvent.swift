@@ -1,6 +1,6 @@
 /// A fault the proxy applied on purpose (a rule or a control request), so
 /// the log shows every change next to the frames the receiver then got.
-public struct FaultEvent: Sendable {
+public struct FaultEvent: Hashable, Sendable {
     public var connection: Int
     public var time: Timestamp
     /// The rule's id, or "control" for a control-API request.

@@ -69,7 +69,7 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Seed for every probability and jitter decision; the same seed replays the same faults (default: random, printed on the readiness line).")
     var seed: UInt64?
 
-    @Option(name: .long, help: "Serve the control API (HTTP + JSON) on HOST:PORT, e.g. 127.0.0.1:9091; turns fault injection on.")
+    @Option(name: .long, help: "Serve the control API (HTTP + JSON) on [HOST:]PORT (loopback unless a host is named), e.g. 9091; turns fault injection on.")
     var control: String?
 
     @Option(name: .long, help: "Require 'Authorization: Bearer TOKEN' on control requests (needed when --control is not loopback; default: $WSINSPECT_CONTROL_TOKEN).")
@@ -100,8 +100,8 @@ struct ProxyCommand: ParsableCommand {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
         if handshakeTimeout <= 0 { throw ValidationError("--handshake-timeout must be positive") }
-        if let control {
-            let (host, _) = try Self.hostAndPort(control, option: "--control")
+        if control != nil {
+            let (host, _) = try controlAddress()
             if effectiveControlToken == nil && !Self.isLoopback(host) {
                 throw ValidationError("--control on \(host) is reachable from other machines: give --control-token (or WSINSPECT_CONTROL_TOKEN), or listen on 127.0.0.1")
             }
@@ -123,6 +123,15 @@ struct ProxyCommand: ParsableCommand {
         var host = String(text[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    /// `--control` on loopback unless a host is named: `9091` and `:9091`
+    /// mean 127.0.0.1:9091.
+    func controlAddress() throws -> (host: String, port: Int) {
+        guard let control else { return ("127.0.0.1", 0) }
+        if let port = Int(control), (0...65535).contains(port) { return ("127.0.0.1", port) }
+        let (host, port) = try Self.hostAndPort(control, option: "--control")
+        return (control.hasPrefix(":") ? "127.0.0.1" : host, port)
     }
 
     static func isLoopback(_ host: String) -> Bool {
@@ -219,8 +228,8 @@ struct ProxyCommand: ParsableCommand {
         }
 
         var controlServer: ControlServer?
-        if let control, let faults {
-            let (controlHost, controlPort) = try Self.hostAndPort(control, option: "--control")
+        if control != nil, let faults {
+            let (controlHost, controlPort) = try controlAddress()
             do {
                 controlServer = try ControlServer(
                     controller: faults, host: controlHost, port: controlPort, token: effectiveControlToken,

@@ -207,3 +207,20 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
         #expect(harness.session.termination == .abort)
     }
 }
+
+@Suite struct InterleavedControlFrameTests {
+    /// A ping between fragments (RFC 6455 §5.4) keeps its place when the
+    /// message passes unchanged, and goes first when the message is dropped.
+    @Test(arguments: [1, 5, 100])
+    func pingBetweenFragments(pieceSize: Int) throws {
+        let stream = Wire.text("secret-", fin: false) + Wire.frame(0x9, Array("mid".utf8)) + Wire.frame(0x0, Array("part".utf8))
+        var passing = try SessionHarness(rules: rules(#"[{"action": "drop", "match": {"text": "^public"}}]"#))
+        passing.feed(stream, from: .serverToClient, inPiecesOf: pieceSize)
+        #expect(passing.take(.serverToClient) == stream)
+
+        var dropping = try SessionHarness(rules: rules(#"[{"action": "drop", "match": {"text": "^secret"}}]"#))
+        dropping.feed(stream, from: .serverToClient, inPiecesOf: pieceSize)
+        #expect(dropping.take(.serverToClient) == Wire.frame(0x9, Array("mid".utf8)))
+        #expect(dropping.events.map(\.action) == ["drop"])
+    }
+}

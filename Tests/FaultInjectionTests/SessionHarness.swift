@@ -51,6 +51,8 @@ struct SessionHarness {
             while let delivery = session.nextDelivery(direction, at: now) {
                 if case .bytes(let bytes) = delivery {
                     received[direction, default: []] += Array(bytes.readableBytesView)
+                } else if case .log(let event) = delivery {
+                    events.append(event)
                 } else {
                     ends[direction, default: []].append(delivery)
                 }
