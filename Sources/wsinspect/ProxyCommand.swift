@@ -18,6 +18,10 @@ struct ProxyCommand: ParsableCommand {
             pass unchanged except the request's Host header (and the upstream's base path); \
             the log decodes both directions with the same decoder as `read`. A readiness \
             line goes to standard output once listening. Ctrl-C stops and prints the summary.
+
+            Fault injection: --rules FILE (JSON or YAML; examples in samples/rules) and the \
+            --control API delay, drop, inject, rewrite, re-fragment, corrupt, throttle and close \
+            messages; every applied fault is logged.
             """
     )
 
