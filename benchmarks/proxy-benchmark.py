@@ -23,6 +23,7 @@ round-trip latency, measured after a warm-up. Each scenario runs against three t
     socat      client -> socat -b 262144 TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:S -> echo server
     wsinspect  client -> wsinspect proxy --log FILE --format jsonl -> echo server
                (a fresh proxy per scenario, logging every frame and message to a file)
+    no-log     client -> wsinspect proxy --no-log -> echo server (relay only)
 
 For the relays the table also shows their CPU use (cores = CPU seconds / wall seconds),
 and for wsinspect how many of the relayed frames reached the log (the proxy drops log
@@ -274,13 +275,14 @@ def find_binary(arg: str | None) -> Path:
 class Proxy:
     """One `wsinspect proxy` per scenario, logging to its own file."""
 
-    def __init__(self, binary: Path, echo_port: int, log: Path, workdir: Path):
+    def __init__(self, binary: Path, echo_port: int, log: Path, workdir: Path, logs: bool = True):
         self.log = log
         ready = workdir / f"{log.stem}.ready"
         self.stderr_path = workdir / f"{log.stem}.stderr"
+        logging = ["--log", str(log), "--format", "jsonl"] if logs else ["--no-log"]
         self.proc = subprocess.Popen(
             [str(binary), "proxy", "--listen", "127.0.0.1:0", "--upstream", f"ws://127.0.0.1:{echo_port}",
-             "--log", str(log), "--format", "jsonl", "--ready-file", str(ready)],
+             *logging, "--ready-file", str(ready)],
             stdout=subprocess.DEVNULL, stderr=open(self.stderr_path, "wb"))
         deadline = time.monotonic() + 20
         while not (ready.exists() and ready.read_text().endswith("\n")):
@@ -301,6 +303,8 @@ class Proxy:
             self.proc.wait()
             how = "ignored SIGINT, killed"
         summary = None
+        if not self.log.exists():
+            return how, None
         with open(self.log, "rb") as f:
             f.seek(max(0, self.log.stat().st_size - 4096))
             lines = f.read().splitlines()
@@ -455,11 +459,15 @@ def main() -> int:
 
         for sc in scenarios:
             print(f"== {sc.name}: {sc.description}", flush=True)
-            for target in ("direct", "socat", "wsinspect"):
+            for target in ("direct", "socat", "wsinspect", "no-log"):
                 if target == "direct":
                     res = measure(sc, target, echo_port, None, echo.pid, workdir, args)
                 elif target == "socat":
                     res = measure(sc, target, socat_port, socat.pid, echo.pid, workdir, args)
+                elif target == "no-log":
+                    proxy = Proxy(binary, echo_port, workdir / f"nolog-{sc.name}.jsonl", workdir, logs=False)
+                    res = measure(sc, target, proxy.port, proxy.proc.pid, echo.pid, workdir, args)
+                    proxy.stop()
                 else:
                     log = log_dir / f"proxy-bench-{sc.name}.jsonl"
                     proxy = Proxy(binary, echo_port, log, workdir)
@@ -536,13 +544,15 @@ def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
     lines += ["", "wsinspect vs socat (same scenario, same run):"]
     by = {(r.scenario.name, r.target): r for r in results}
     for sc in dict.fromkeys(r.scenario for r in results):
-        p, s, d = by.get((sc.name, "wsinspect")), by.get((sc.name, "socat")), by.get((sc.name, "direct"))
-        if p and s and s.msgs_per_s:
-            lat = ""
-            if p.p50 is not None and s.p50:
-                lat = f", p50 latency x{p.p50 / s.p50:.2f}, p99 x{p.p99 / s.p99:.2f}"
-            lines.append(f"  {sc.name:9} throughput {100 * p.msgs_per_s / s.msgs_per_s:5.0f} % of socat"
-                         f" ({100 * p.msgs_per_s / d.msgs_per_s:5.0f} % of direct){lat}")
+        s, d = by.get((sc.name, "socat")), by.get((sc.name, "direct"))
+        for target in ("wsinspect", "no-log"):
+            p = by.get((sc.name, target))
+            if p and s and s.msgs_per_s:
+                lat = ""
+                if p.p50 is not None and s.p50:
+                    lat = f", p50 {1000 * (p.p50 - s.p50):+.0f} µs vs socat (x{p.p50 / s.p50:.2f}), p99 x{p.p99 / s.p99:.2f}"
+                lines.append(f"  {sc.name:9} {target:9} throughput {100 * p.msgs_per_s / s.msgs_per_s:5.0f} % of socat"
+                             f" ({100 * p.msgs_per_s / d.msgs_per_s:5.0f} % of direct){lat}")
     busy = [r.others_cores for r in results if r.others_cores is not None]
     lines += [
         "",

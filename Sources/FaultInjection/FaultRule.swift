@@ -65,6 +65,14 @@ public struct FaultRule: Sendable {
             }
         }
 
+        /// Actions that need the message's payload.
+        var changesContent: Bool {
+            switch self {
+            case .rewrite, .duplicate, .fragment, .corrupt: return true
+            default: return false
+            }
+        }
+
         /// Actions that hold for the whole direction rather than per message.
         var isStanding: Bool {
             switch self {

@@ -164,14 +164,26 @@ public struct FaultSession {
         case .awaitingUpgrade:
             var bytes = bytes
             lanes[index].input.writeBuffer(&bytes)
+            if lanes[index].input.readableBytes > 1024 * 1024 {
+                // A client that sends this much before any answer is not
+                // waiting for a WebSocket upgrade: let its bytes through.
+                lanes[index].phase = .raw
+                flushHeld(index, at: now)
+            }
         case .http:
             var bytes = bytes
             lanes[index].input.writeBuffer(&bytes)
             readResponseHead(at: now)
         case .frames:
-            var bytes = bytes
-            lanes[index].input.writeBuffer(&bytes)
+            if lanes[index].input.readableBytes == 0 {
+                // Nothing left over: work on the incoming buffer itself.
+                lanes[index].input = bytes
+            } else {
+                var bytes = bytes
+                lanes[index].input.writeBuffer(&bytes)
+            }
             readFrames(index, at: now)
+            lanes[index].compactInput()
         }
     }
 
@@ -381,11 +393,7 @@ public struct FaultSession {
             let total = headerLength + Int(header.payloadLength)
             guard lanes[index].input.readableBytes >= total else { return }
             let raw = lanes[index].input.readSlice(length: total)!
-            var payload = Array(raw.readableBytesView.dropFirst(headerLength))
-            if let key = header.maskingKey {
-                payload.withUnsafeMutableBytes { key.apply(to: $0, offset: 0) }
-            }
-            take(Frame(header: header, raw: raw, payload: payload), in: index, at: now)
+            take(Frame(header: header, headerLength: headerLength, raw: raw), in: index, at: now)
         }
     }
 
@@ -415,7 +423,7 @@ public struct FaultSession {
                 return
             }
             lanes[index].pending.append(frame)
-            lanes[index].pendingBytes += frame.payload.count
+            lanes[index].pendingBytes += Int(frame.header.payloadLength)
             if frame.header.fin {
                 let message = lanes[index].pending
                 lanes[index].pending = []
@@ -435,7 +443,7 @@ public struct FaultSession {
             process([frame], in: index, at: now)
         } else {
             lanes[index].pending = [frame]
-            lanes[index].pendingBytes = frame.payload.count
+            lanes[index].pendingBytes = Int(frame.header.payloadLength)
         }
     }
 
@@ -517,14 +525,19 @@ public struct FaultSession {
         let number = lanes[index].messages
         let opcode = frames[0].header.opcode
         let compressed = isCompressed(frames[0].header)
-        let payload = frames.count == 1 ? frames[0].payload : frames.flatMap(\.payload)
+        // The payload is only gathered when something needs it: inflating (to
+        // stay in step with the sender), a text pattern, or a change.
+        let applicable = rules.filter { $0.direction.includes(direction) && !$0.firesOnTime && !$0.action.isStanding }
+        let needsContent = compressed || applicable.contains { $0.match.text != nil || $0.action.changesContent }
+        let payload = !needsContent ? [] : frames.count == 1 ? frames[0].payload : frames.flatMap(\.payload)
+        let length = frames.reduce(0) { $0 + Int($1.header.payloadLength) }
         let plain = compressed ? inflate(payload, in: index) : payload
         if lanes[index].receiverClosed { return }
         let sinceUpgrade = (now - (upgradedAt ?? now)) / 1_000_000
         let text: () -> String? = { opcode == .text ? plain.map { String(decoding: $0, as: UTF8.self) } : nil }
 
         var plan = Plan()
-        for rule in rules where rule.direction.includes(direction) && !rule.firesOnTime && !rule.action.isStanding {
+        for rule in applicable {
             guard rule.match.admits(opcode: opcode, text: text, sinceUpgrade: sinceUpgrade) else { continue }
             var state = ruleStates[rule.id] ?? RuleState()
             let count = state.admitted[direction, default: 0] + 1
@@ -539,7 +552,7 @@ public struct FaultSession {
             }
             guard random.chance(rule.probability) else { continue }
             ruleStates[rule.id]?.applied += 1
-            let what = "\(opcode.name) message #\(number), \(plain?.count ?? payload.count) bytes"
+            let what = "\(opcode.name) message #\(number), \(plain?.count ?? length) bytes"
             var detail = what
             switch rule.action {
             case .delay(let ms, let jitter):
@@ -588,7 +601,7 @@ public struct FaultSession {
             }
             let event = FaultEvent(
                 connection: connection, time: now, rule: rule.id, action: rule.action.name, direction: direction,
-                opcode: opcode, length: plain?.count ?? payload.count, message: number, detail: detail
+                opcode: opcode, length: plain?.count ?? length, message: number, detail: detail
             )
             switch rule.action {
             case .stall, .timeout, .abort: events.append(event)  // about the direction, not a place in it
@@ -917,6 +930,18 @@ private struct Lane {
 
     var atMessageBoundary: Bool { passthroughRemaining == 0 && !passthroughMessage }
 
+    /// Lets go of input already cut into frames, so that a long connection
+    /// does not keep every byte it ever carried.
+    mutating func compactInput() {
+        if input.readableBytes == 0 {
+            input = ByteBuffer()
+        } else if input.readerIndex > 64 * 1024 {
+            var rest = ByteBufferAllocator().buffer(capacity: input.readableBytes)
+            rest.writeImmutableBuffer(input)
+            input = rest
+        }
+    }
+
     /// Empties the queue; returns the fault events it held.
     mutating func abandon() -> [FaultEvent] {
         let logged = queue.compactMap { item -> FaultEvent? in
@@ -949,8 +974,18 @@ private struct Item {
 
 private struct Frame {
     var header: FrameHeader
+    var headerLength: Int
+    /// The frame's bytes as they came.
     var raw: ByteBuffer
-    var payload: [UInt8]
+
+    /// The unmasked payload (RFC 6455 §5.3), made only when a rule needs it.
+    var payload: [UInt8] {
+        var payload = Array(raw.readableBytesView.dropFirst(headerLength))
+        if let key = header.maskingKey {
+            payload.withUnsafeMutableBytes { key.apply(to: $0, offset: 0) }
+        }
+        return payload
+    }
 }
 
 extension Direction {

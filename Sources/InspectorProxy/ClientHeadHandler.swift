@@ -170,7 +170,10 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, route: Route, headLength: Int, request: HandshakeRequest) {
         let client = context.channel.remoteAddress.map(Self.describe) ?? "unknown"
         let server = upstreamChannel.remoteAddress.map(Self.describe) ?? route.target.hostHeader
-        let tap = ConnectionTap(id: id, client: client, server: server, configuration: configuration.observer, sink: sink)
+        let tap = ConnectionTap(
+            id: id, client: client, server: server, configuration: configuration.observer,
+            decodes: configuration.decodesTraffic, sink: sink
+        )
         if route.tunnel {
             let id = self.id
             let diagnostics = self.diagnostics

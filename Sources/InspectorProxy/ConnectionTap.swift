@@ -11,6 +11,8 @@ import Glibc
 final class ConnectionTap {
     private var observer: ConnectionObserver
     private let sink: @Sendable (InspectorEvent) -> Void
+    /// False with `--no-log`: bytes are relayed and nothing is decoded.
+    private let decodes: Bool
     private var finished = false
     /// A reset was seen on either side: the connection ends as reset,
     /// whichever side's closing is noticed first.
@@ -19,7 +21,11 @@ final class ConnectionTap {
     /// TLS record (RFC 8446 §5.1, content type 22), which cannot be decoded.
     var onTLSTunnel: (() -> Void)?
 
-    init(id: Int, client: String, server: String, configuration: ObserverConfiguration, sink: @escaping @Sendable (InspectorEvent) -> Void) {
+    init(
+        id: Int, client: String, server: String, configuration: ObserverConfiguration, decodes: Bool = true,
+        sink: @escaping @Sendable (InspectorEvent) -> Void
+    ) {
+        self.decodes = decodes
         observer = ConnectionObserver(
             id: id,
             endpoints: ConnectionEndpoints(client: client, server: server),
@@ -35,6 +41,7 @@ final class ConnectionTap {
             self.onTLSTunnel = nil
             if first == 0x16 { onTLSTunnel() }
         }
+        guard decodes else { return }
         observer.receive(bytes, from: direction, at: ConnectionTap.now())
         drain()
     }
@@ -42,6 +49,7 @@ final class ConnectionTap {
     func finish(_ reason: ConnectionClosed.Reason) {
         guard !finished else { return }
         finished = true
+        guard decodes else { return }
         observer.finish(sawReset ? .tcpReset : reason, at: ConnectionTap.now())
         drain()
     }

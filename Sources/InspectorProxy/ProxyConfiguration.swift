@@ -39,6 +39,9 @@ public struct ProxyConfiguration: Sendable {
     public var pcapPath: String?
     /// How the decoder that logs frames behaves.
     public var observer = ObserverConfiguration()
+    /// False relays without decoding or logging anything (`--no-log`): the
+    /// proxy then costs what a plain byte relay costs.
+    public var decodesTraffic = true
 
     public init(upstream: UpstreamURL?, mode: Mode = .reverse) {
         self.upstream = upstream

@@ -49,6 +49,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Write the log to this file instead of standard output.")
     var log: String?
 
+    @Flag(name: .long, help: "Relay only: decode and log nothing (the readiness line, errors and applied faults still appear).")
+    var noLog = false
+
     @Option(name: .long, help: "Record the proxied traffic (as each client saw it) to this pcap file.")
     var writePcap: String?
 
@@ -111,6 +114,7 @@ struct ProxyCommand: ParsableCommand {
             }
         }
         if controlReadyFile != nil && control == nil { throw ValidationError("--control-ready-file needs --control") }
+        if noLog && log != nil { throw ValidationError("--no-log and --log exclude each other") }
         if idleTimeout < 0 { throw ValidationError("--idle-timeout must not be negative") }
     }
 
@@ -198,6 +202,7 @@ struct ProxyCommand: ParsableCommand {
         configuration.idleTimeout = idleTimeout
         configuration.observer.maximumRetainedPayload = maxPayload
         configuration.pcapPath = writePcap
+        configuration.decodesTraffic = !noLog
         configuration.upstreamCAFile = caFile
         configuration.upstreamInsecure = insecure
         if let tlsCert, let tlsKey { configuration.listenCertificate = (tlsCert, tlsKey) }
@@ -284,7 +289,7 @@ struct ProxyCommand: ParsableCommand {
         // Close what is still open, so every connection gets its close event
         // before the summary.
         server.shutdown()
-        let dropped = proxyLog.finish()
+        let dropped = proxyLog.finish(summary: !noLog)
         if dropped > 0 {
             printError("the log fell behind: \(dropped) log records were dropped (relayed bytes never are)")
         }

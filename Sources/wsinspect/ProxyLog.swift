@@ -95,13 +95,14 @@ final class ProxyLog: Sendable {
         }
     }
 
-    /// Writes what is queued and the summary; returns how many records were dropped.
+    /// Writes what is queued and the summary (unless nothing was decoded);
+    /// returns how many records were dropped.
     @discardableResult
-    func finish() -> Int {
+    func finish(summary printsSummary: Bool = true) -> Int {
         queue.sync {}
         drain()
         let (summary, dropped) = state.withLock { ($0.summary, $0.dropped) }
-        printer.withLock { $0.printSummary(summary) }
+        printer.withLock { printsSummary ? $0.printSummary(summary) : $0.flush() }
         return dropped
     }
 }
