@@ -840,6 +840,35 @@ def test_max_payload_truncates_log_not_relay(start_proxy):
     run(scenario())
 
 
+def test_no_log_relays_without_decoding(start_proxy):
+    """--no-log: bytes are relayed as ever; stdout has only the readiness line, no summary."""
+
+    async def scenario():
+        async def echo(ws):
+            async for m in ws:
+                await ws.send(m)
+        data = random.Random(2).randbytes(300_000)
+        async with serve(echo, "127.0.0.1", 0) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", "--no-log", log=False)
+            async with connect(proxy.url()) as ws:
+                for message in ["hello", data, "bye"]:
+                    await ws.send(message)
+                    assert await ws.recv() == message
+            rc = await asyncio.to_thread(proxy.stop)
+        assert rc == 0, proxy.describe()
+        assert proxy.stdout().splitlines() == [proxy.ready_line], proxy.describe()
+        assert proxy.stderr() == "", proxy.describe()
+
+    run(scenario())
+
+
+def test_no_log_excludes_log(wsinspect_bin, tmp_path):
+    r = subprocess.run([str(wsinspect_bin), "proxy", "--upstream", "ws://127.0.0.1:1", "--no-log",
+                        "--log", str(tmp_path / "x")], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 64 and "--no-log and --log" in r.stderr, r
+
+
 # --------------------------------------------------------------------------
 # Node ws broadcast chat, 3 Python clients
 # --------------------------------------------------------------------------
