@@ -67,8 +67,8 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Close connections idle for this many seconds (0 = never).")
     var idleTimeout: Int64 = 0
 
-    @Option(name: .long, help: "Payload bytes kept per frame and per message for the log.")
-    var maxPayload: Int = 1024 * 1024
+    @Option(name: .long, help: "Payload bytes the log keeps per frame and per message: a preview, so that logging keeps up with large messages (the relay always carries everything).")
+    var maxPayload: Int = 16 * 1024
 
     @Option(name: .long, help: "Fault rules (JSON, or YAML for .yaml/.yml): delay, drop, inject, rewrite, … frames (see samples/rules).")
     var rules: String?

@@ -1,25 +1,46 @@
 import Dispatch
+import Foundation
 import InspectorOutput
 import Synchronization
 import WebSocketWire
 
-/// The proxy's log: event loops hand events over without waiting, a serial
-/// queue formats and writes them. When the writer falls behind, new records
-/// are dropped (never relayed bytes) and counted, so logging can never slow
-/// or stall the relay.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The proxy's log: event loops hand events over without waiting, a thread
+/// of its own formats and writes them. That thread runs at a lower priority
+/// than the relay's (nice 10), and when it falls behind, new records are
+/// dropped (never relayed bytes) and counted, so logging can never slow or
+/// stall the relay.
 final class ProxyLog: Sendable {
+    private enum Record {
+        case event(InspectorEvent)
+        /// A line outside the event stream (the readiness line), in order.
+        case line(String)
+    }
+
     private struct State {
-        var pending: [InspectorEvent] = []
+        var pending: [Record] = []
         /// Payload bytes the pending records hold: the queue's real weight.
         var pendingBytes = 0
-        var scheduled = false
+        var woken = false
+        var stopping = false
         var dropped = 0
         var summary = SessionSummary()
+
+        /// True the first time since the writer last woke: one signal per batch.
+        mutating func wakeOnce() -> Bool {
+            if woken { return false }
+            woken = true
+            return true
+        }
     }
 
     private let state = Mutex(State())
     private let printer: Mutex<EventPrinter>
-    private let queue = DispatchQueue(label: "wsinspect.proxy-log")
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
     private let limit: Int
     private let byteLimit: Int
 
@@ -32,6 +53,9 @@ final class ProxyLog: Sendable {
         if countsFaults { state.withLock { $0.summary.faults = 0 } }
         self.limit = limit
         self.byteLimit = byteLimit
+        let thread = Thread { [self] in self.run() }
+        thread.name = "wsinspect-log"
+        thread.start()
     }
 
     private static func weight(of event: InspectorEvent) -> Int {
@@ -44,7 +68,7 @@ final class ProxyLog: Sendable {
 
     /// Called on event-loop threads.
     func add(_ event: InspectorEvent) {
-        let schedule = state.withLock { state -> Bool in
+        let signal = state.withLock { state -> Bool in
             switch event {
             case .connectionOpened: state.summary.webSocketConnections += 1
             case .handshakeRejected: state.summary.rejectedHandshakes += 1
@@ -60,37 +84,47 @@ final class ProxyLog: Sendable {
                 state.dropped += 1
                 return false
             }
-            state.pending.append(event)
+            state.pending.append(.event(event))
             state.pendingBytes += weight
-            if state.scheduled { return false }
-            state.scheduled = true
-            return true
+            return state.wakeOnce()
         }
-        if schedule {
-            queue.async { self.drain() }
-        }
-    }
-
-    private func drain() {
-        let events = state.withLock { state -> [InspectorEvent] in
-            state.scheduled = false
-            let events = state.pending
-            state.pending.removeAll(keepingCapacity: true)
-            state.pendingBytes = 0
-            return events
-        }
-        printer.withLock { printer in
-            for event in events { printer.print(event) }
-            printer.flush()
-        }
+        if signal { wake.signal() }
     }
 
     /// Writes a line (the readiness line) in order with the log.
     func line(_ text: String) {
-        queue.async {
-            self.printer.withLock { printer in
-                printer.output.write(text)
+        let signal = state.withLock { state -> Bool in
+            state.pending.append(.line(text))
+            return state.wakeOnce()
+        }
+        if signal { wake.signal() }
+    }
+
+    private func run() {
+        // The relay comes first: under load the log gets what CPU is left,
+        // and what it cannot write in time is dropped and counted.
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        while true {
+            wake.wait()
+            let (records, stopping) = state.withLock { state -> ([Record], Bool) in
+                state.woken = false
+                let records = state.pending
+                state.pending.removeAll(keepingCapacity: true)
+                state.pendingBytes = 0
+                return (records, state.stopping)
+            }
+            printer.withLock { printer in
+                for record in records {
+                    switch record {
+                    case .event(let event): printer.print(event)
+                    case .line(let text): printer.output.write(text)
+                    }
+                }
                 printer.flush()
+            }
+            if stopping {
+                stopped.signal()
+                return
             }
         }
     }
@@ -99,8 +133,9 @@ final class ProxyLog: Sendable {
     /// returns how many records were dropped.
     @discardableResult
     func finish(summary printsSummary: Bool = true) -> Int {
-        queue.sync {}
-        drain()
+        state.withLock { $0.stopping = true }
+        wake.signal()
+        stopped.wait()
         let (summary, dropped) = state.withLock { ($0.summary, $0.dropped) }
         printer.withLock { printsSummary ? $0.printSummary(summary) : $0.flush() }
         return dropped

@@ -418,7 +418,7 @@ def test_drop_text_match(fault_proxy, compression):
 
 @COMPRESSION
 def test_large_messages_with_faults(fault_proxy, compression):
-    """Messages larger than --max-payload (1 MiB) pass intact, and are dropped whole."""
+    """Messages larger than the log's --max-payload pass intact, and are dropped whole."""
     rules = [{"id": "drop-secret", "action": "drop", "match": {"text": "^secret"}}]
     rng = random.Random(3)
     if compression:

@@ -57,6 +57,7 @@ from reference import C2S, S2C, RefAssembler, b64d  # noqa: E402
 from wsinspect_run import REPORTS  # noqa: E402
 
 READY_TIMEOUT = 20.0
+FULL_PAYLOADS = 2 << 20  # --max-payload the tests run the proxy with, unless they say otherwise
 STOP_TIMEOUT = 15.0
 SIGNAL_SETTLE = 0.3  # seconds after readiness before a test sends a signal
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -74,7 +75,7 @@ class ProxyProcess:
     """`wsinspect proxy` in a subprocess; stdout/stderr go to files (no pipe can fill up)."""
 
     def __init__(self, binary: Path, upstream: str, workdir: Path, args=(), *, log: bool = True,
-                 fmt: str = "jsonl", listen: str = "127.0.0.1:0", wait: bool = True):
+                 fmt: str = "jsonl", listen: str = "127.0.0.1:0", wait: bool = True, full_payloads: bool = True):
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.upstream = upstream
@@ -84,6 +85,9 @@ class ProxyProcess:
         self.stdout_path = workdir / "stdout"
         self.stderr_path = workdir / "stderr"
         upstream_args = ["--upstream", upstream] if upstream else []  # forward mode has none
+        if full_payloads and "--max-payload" not in args:
+            # The tests compare whole payloads; the proxy's default keeps a 16 KiB preview.
+            args = [*args, "--max-payload", str(FULL_PAYLOADS)]
         self.cmd = [str(binary), "proxy", "--listen", listen, *upstream_args,
                     "--ready-file", str(self.ready_path), "--format", fmt, *args]
         if log:
@@ -840,6 +844,31 @@ def test_max_payload_truncates_log_not_relay(start_proxy):
     run(scenario())
 
 
+def test_default_max_payload_keeps_a_preview(start_proxy):
+    """Without --max-payload the log keeps 16 KiB of each payload; the relay carries all of it."""
+
+    async def scenario():
+        async def echo(ws):
+            async for m in ws:
+                await ws.send(m)
+        data = random.Random(3).randbytes(40_000)
+        async with serve(echo, "127.0.0.1", 0, compression=None) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", full_payloads=False)
+            async with connect(proxy.url(), compression=None) as ws:
+                await ws.send(data)
+                assert await ws.recv() == data
+            await asyncio.to_thread(proxy.wait_for_type, "connection-close", 1)
+            events = await asyncio.to_thread(proxy.stop_and_check)
+        for direction in (C2S, S2C):
+            (frame,) = [f for f in frames_of(events, 1, direction) if f["opcode"] == 2]
+            assert frame["payloadTruncated"] is True and b64d(frame["payloadBase64"]) == data[:16384]
+            (message,) = messages_of(events, 1, direction)
+            assert message["length"] == 40_000 and b64d(message["payloadBase64"]) == data[:16384]
+
+    run(scenario())
+
+
 def test_no_log_relays_without_decoding(start_proxy):
     """--no-log: bytes are relayed as ever; stdout has only the readiness line, no summary."""
 
@@ -1567,7 +1596,7 @@ def test_backpressure_bounded_memory(start_proxy, direction):
     size, and every byte must arrive intact."""
     payload = random.Random(64).randbytes(BIG)
     frame = ws_frame(2, payload, mask=b"\x5a\xa5\x0f\xf0" if direction == C2S else None)
-    logged_prefix = payload[: 1 << 20]  # what the log keeps with the default --max-payload
+    logged_prefix = payload[:FULL_PAYLOADS]  # what the log keeps with the tests' --max-payload
     del payload
     frame_digest = hashlib.sha256(frame).hexdigest()
 
@@ -1635,7 +1664,7 @@ def test_backpressure_bounded_memory(start_proxy, direction):
     assert growth_mib < 24, f"peak RSS grew by {growth_mib:.1f} MiB relaying a 64 MiB message"
     (big,) = frames_of(events, 2, direction)
     assert big["payloadLength"] == BIG and big["lengthEncoding"] == "64-bit"
-    assert big["payloadTruncated"] is True  # the log keeps --max-payload (1 MiB) of it
+    assert big["payloadTruncated"] is True  # the log keeps --max-payload of it
     assert b64d(big["payloadBase64"]) == logged_prefix
 
 
