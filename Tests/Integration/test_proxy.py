@@ -819,17 +819,19 @@ def test_websockets_through_proxy(start_proxy, compression, close_mode):
     run(scenario(), timeout=90)
 
 
-def test_max_payload_truncates_log_not_relay(start_proxy):
-    """--max-payload cuts what the log keeps, never what is relayed."""
+@pytest.mark.parametrize("args, kept", [(("--max-payload", "1000"), 1000), ((), 16384)], ids=["1000", "default"])
+def test_max_payload_truncates_log_not_relay(start_proxy, args, kept):
+    """--max-payload (default 16 KiB) cuts what the log keeps of frames and messages, never
+    what is relayed."""
 
     async def scenario():
         async def echo(ws):
             async for m in ws:
                 await ws.send(m)
-        data = random.Random(1).randbytes(5000)
+        data = random.Random(1).randbytes(40_000)
         async with serve(echo, "127.0.0.1", 0, compression=None) as srv:
             port = srv.sockets[0].getsockname()[1]
-            proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", "--max-payload", "1000")
+            proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", *args, full_payloads=False)
             async with connect(proxy.url(), compression=None) as ws:
                 await ws.send(data)
                 assert await ws.recv() == data
@@ -837,34 +839,10 @@ def test_max_payload_truncates_log_not_relay(start_proxy):
             events = await asyncio.to_thread(proxy.stop_and_check)
         for direction in (C2S, S2C):
             (frame,) = [f for f in frames_of(events, 1, direction) if f["opcode"] == 2]
-            assert frame["payloadLength"] == 5000 and frame["payloadTruncated"] is True
-            kept = b64d(frame["payloadBase64"])
-            assert 0 < len(kept) <= 1000 and data.startswith(kept), len(kept)
-
-    run(scenario())
-
-
-def test_default_max_payload_keeps_a_preview(start_proxy):
-    """Without --max-payload the log keeps 16 KiB of each payload; the relay carries all of it."""
-
-    async def scenario():
-        async def echo(ws):
-            async for m in ws:
-                await ws.send(m)
-        data = random.Random(3).randbytes(40_000)
-        async with serve(echo, "127.0.0.1", 0, compression=None) as srv:
-            port = srv.sockets[0].getsockname()[1]
-            proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", full_payloads=False)
-            async with connect(proxy.url(), compression=None) as ws:
-                await ws.send(data)
-                assert await ws.recv() == data
-            await asyncio.to_thread(proxy.wait_for_type, "connection-close", 1)
-            events = await asyncio.to_thread(proxy.stop_and_check)
-        for direction in (C2S, S2C):
-            (frame,) = [f for f in frames_of(events, 1, direction) if f["opcode"] == 2]
-            assert frame["payloadTruncated"] is True and b64d(frame["payloadBase64"]) == data[:16384]
+            assert frame["payloadLength"] == 40_000 and frame["payloadTruncated"] is True
+            assert b64d(frame["payloadBase64"]) == data[:kept]
             (message,) = messages_of(events, 1, direction)
-            assert message["length"] == 40_000 and b64d(message["payloadBase64"]) == data[:16384]
+            assert message["length"] == 40_000 and b64d(message["payloadBase64"]) == data[:kept]
 
     run(scenario())
 
