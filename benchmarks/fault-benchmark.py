@@ -11,7 +11,8 @@ Usage (from anywhere; paths are relative to the repository root):
 Needs: Node 20 + Debian node-ws (NODE_PATH=/usr/share/nodejs), .build/release/wsinspect
 (`swift build -c release --product wsinspect`; --binary picks another one) with `proxy --rules`,
 and socat for the relay reference in part 3 (skipped when it is not installed). Shares the echo
-server, the load client and the CPU accounting of benchmarks/proxy-benchmark.py, which it imports.
+server, the load client, the proxy start/stop, the process helpers and the CPU accounting of
+benchmarks/proxy-benchmark.py, which it imports.
 
 Everything runs on loopback against a Node `ws` echo server (compression off). Every proxy is a
 fresh `wsinspect proxy --format jsonl --log FILE`, with `--rules FILE` (seed 7) for fault mode.
@@ -50,10 +51,7 @@ import importlib.util
 import json
 import math
 import os
-import platform
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -70,7 +68,7 @@ sys.modules["proxy_benchmark"] = pb  # its dataclasses look their module up ther
 _spec.loader.exec_module(pb)
 
 NODE_PATH = pb.NODE_PATH
-NODE_ENV = dict(os.environ, NODE_PATH=NODE_PATH)
+NODE_ENV = pb.NODE_ENV
 SEED = 7
 NEVER_MATCHES = {"id": "never", "action": "drop", "match": {"opcode": "text", "text": "^never-matches$"}}
 
@@ -149,9 +147,7 @@ setTimeout(() => fail('timed out'), timeout * 1000);
 """
 
 
-def die(message: str) -> None:
-    print(f"fault-benchmark: {message}", file=sys.stderr)
-    sys.exit(1)
+die = pb.die  # "fault-benchmark: message" on stderr, exit 1
 
 
 def text_load_client_js() -> str:
@@ -187,54 +183,28 @@ def find_binary(arg: str | None) -> Path:
     return path
 
 
-class Proxy:
-    """A fresh `wsinspect proxy --format jsonl --log FILE`, with `--rules FILE` when rules is not None."""
+class Proxy(pb.Proxy):
+    """proxy-benchmark.py's proxy (`--format jsonl --log WORKDIR/NAME.jsonl`, fresh), with `--rules FILE`
+    (seed 7) when rules is not None."""
 
     def __init__(self, binary: Path, echo_port: int, workdir: Path, name: str, rules: list | None):
-        self.name = name
-        self.log = workdir / f"{name}.jsonl"
-        ready = workdir / f"{name}.ready"
-        ready.unlink(missing_ok=True)
-        self.stderr_path = workdir / f"{name}.stderr"
-        cmd = [str(binary), "proxy", "--listen", "127.0.0.1:0", "--upstream", f"ws://127.0.0.1:{echo_port}",
-               "--log", str(self.log), "--format", "jsonl", "--ready-file", str(ready)]
+        args = []
         if rules is not None:
             rules_path = workdir / f"{name}.rules.json"
             rules_path.write_text(json.dumps({"seed": SEED, "rules": rules}))
-            cmd += ["--rules", str(rules_path)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.stderr_path, "wb"))
-        deadline = time.monotonic() + 20
-        while not (ready.exists() and ready.read_text().endswith("\n")):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                die(f"wsinspect proxy ({name}) did not start: {self.stderr_path.read_text(errors='replace')}")
-            time.sleep(0.02)
-        self.port = int(ready.read_text().strip().rpartition(":")[2])
-        time.sleep(0.3)  # the signal handlers are installed just after the ready file
+            args = ["--rules", str(rules_path)]
+        super().__init__(binary, echo_port, workdir / f"{name}.jsonl", workdir, args=args,
+                         what=f"wsinspect proxy ({name})")
 
-    def stop(self) -> dict:
-        """SIGINT (writes the summary), SIGKILL after 5 s. Returns what the log and stderr tell."""
+    def finish(self) -> dict:
+        """Stops the proxy (SIGINT, which writes the summary; SIGKILL after 5 s). Returns what the log
+        and stderr tell."""
         rss = pb.status_kib(self.proc.pid, "VmHWM")
         pb.wait_file_settled(self.log, quiet=0.3)
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(5)
-            how = f"exit {self.proc.returncode}"
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            how = "ignored SIGINT, killed"
-        summary = None
-        if self.log.exists():
-            with open(self.log, "rb") as f:
-                f.seek(max(0, self.log.stat().st_size - 4096))
-                lines = f.read().splitlines()
-            if lines and lines[-1].startswith(b'{"type":"summary"'):
-                summary = json.loads(lines[-1])
-        stderr = self.stderr_path.read_text(errors="replace")
-        dropped = re.search(r"(\d+) log records were dropped", stderr)
+        how, summary = self.stop()
         return {
             "how": how, "summary": summary, "rss_mib": rss / 1024 if rss else None,
-            "dropped": int(dropped.group(1)) if dropped else 0,
+            "dropped": self.dropped_log_records(),
             "faults": pb.count_in_file(self.log, b'{"type":"fault"') if self.log.exists() else 0,
             "binary_frames": pb.count_in_file(self.log, b'"opcodeName":"binary","masked"') if self.log.exists() else 0,
             "text_frames": pb.count_in_file(self.log, b'"opcodeName":"text","masked"') if self.log.exists() else 0,
@@ -294,7 +264,7 @@ class Bench:
         else:
             proxy = self.proxy(f"delay-{target}", rules)
             out = run_fault_client(self.workdir, proxy.port, 16, count + warmup, 1)
-            info = proxy.stop()
+            info = proxy.finish()
             # a delay rule applies to every message of its direction: the echoes and the close
             expected = None if rules is None else (0 if rules == [NEVER_MATCHES] else None)
             notes = proxy.notes(info, expected)
@@ -355,7 +325,7 @@ class Bench:
         count = math.ceil(total / size)
         proxy = self.proxy(name, rules)
         out = run_fault_client(self.workdir, proxy.port, size, count, window, timeout=max(60, 4 * total / 1e5))
-        info = proxy.stop()
+        info = proxy.finish()
         notes = proxy.notes(info)
         if info["rss_mib"]:
             notes.append(f"proxy RSS {info['rss_mib']:.0f} MiB")
@@ -418,7 +388,7 @@ class Bench:
                     rules = [NEVER_MATCHES] if target == "wsinspect+rules" else None
                     proxy = self.proxy(f"overhead-{sc.name}-{target}", rules)
                     res = pb.measure(sc, target, proxy.port, proxy.proc.pid, self.echo_pid, clientdir, margs)
-                    info = proxy.stop()
+                    info = proxy.finish()
                     relayed = 2 * res.sent
                     frames = info["text_frames" if text else "binary_frames"]
                     notes = [f"log {frames:,}/{relayed:,} frames ({100 * frames / relayed if relayed else 0:.0f} %)"]
@@ -446,21 +416,10 @@ def f3(v: float | None) -> str:
 
 
 def render(p1: dict | None, p2: dict | None, p3: list | None, binary: Path, elapsed: float, args, socat: bool) -> tuple[str, str]:
-    commit = pb.version_of(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(binary.stat().st_mtime))
     L = [
         f"wsinspect fault-injection benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         f"{' (--quick)' if args.quick else ''}",
-        f"  commit: {commit}{' (+ uncommitted changes)' if dirty else ''}",
-        f"  binary: {binary.relative_to(REPO) if binary.is_relative_to(REPO) else binary} (built {built})",
-        f"  cpu: {cpu}, {os.cpu_count()} cores; kernel {platform.release()}",
+        *pb.setup_lines(binary),
         f"  node: {pb.version_of(['node', '--version'])}, ws {pb.ws_version()}; "
         f"{pb.socat_version() if socat else 'socat not installed'}; whole benchmark {elapsed:.0f} s",
         "",
@@ -616,31 +575,15 @@ def main() -> int:
     p1 = p2 = p3 = None
     failures: list[str] = []
     try:
-        echo = subprocess.Popen(["node", str(workdir / "echo_server.js")], env=NODE_ENV, stdout=subprocess.PIPE, text=True)
-        procs.append(echo)
-        m = re.fullmatch(r"LISTENING (\d+)\n", echo.stdout.readline())
-        if not m:
-            die("the echo server did not start")
-        echo_port = int(m.group(1))
+        echo, echo_port = pb.start_node_server(workdir / "echo_server.js", procs)
         socat_port = socat_pid = None
         if have_socat and "3" in parts:
-            socat_port = pb.free_port()
-            socat = subprocess.Popen(["socat", "-b", "262144",
-                                      f"TCP-LISTEN:{socat_port},fork,reuseaddr,bind=127.0.0.1",
-                                      f"TCP:127.0.0.1:{echo_port}"])
-            procs.append(socat)
+            socat, socat_port = pb.start_socat(echo_port, procs)
             socat_pid = socat.pid
-            pb.wait_port(socat_port)
 
         timer_port = None
         if "1" in parts:
-            timer = subprocess.Popen(["node", str(workdir / "delay_echo_server.js")], env=NODE_ENV,
-                                     stdout=subprocess.PIPE, text=True)
-            procs.append(timer)
-            m = re.fullmatch(r"LISTENING (\d+)\n", timer.stdout.readline())
-            if not m:
-                die("the delaying echo server did not start")
-            timer_port = int(m.group(1))
+            _, timer_port = pb.start_node_server(workdir / "delay_echo_server.js", procs, "the delaying echo server")
 
         bench = Bench(binary, echo_port, echo.pid, workdir, args, timer_port)
         if "1" in parts:
@@ -651,13 +594,7 @@ def main() -> int:
             p3 = bench.part3(socat_port, socat_pid)
         failures = bench.failures
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        pb.terminate_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
     report, summary = render(p1, p2, p3, binary, time.monotonic() - started, args, have_socat)

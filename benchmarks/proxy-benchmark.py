@@ -51,6 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 NODE_PATH = "/usr/share/nodejs"
+NODE_ENV = dict(os.environ, NODE_PATH=NODE_PATH)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -170,7 +171,8 @@ setTimeout(() => { errors.push('timed out'); report(); }, (warmup + duration + 6
 
 
 def die(message: str) -> None:
-    print(f"proxy-benchmark: {message}", file=sys.stderr)
+    """Exits 1 with "SCRIPT: message" on stderr, SCRIPT being the benchmark run (fault-benchmark imports this one)."""
+    print(f"{Path(sys.argv[0]).stem}: {message}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -248,6 +250,57 @@ def version_of(cmd: list[str]) -> str:
         return "?"
 
 
+def start_node_server(script: Path, procs: list[subprocess.Popen],
+                      what: str = "the echo server") -> tuple[subprocess.Popen, int]:
+    """Starts `node SCRIPT` (added to procs at once, for the cleanup) and reads its "LISTENING PORT" line
+    -> (the process, PORT)."""
+    proc = subprocess.Popen(["node", str(script)], env=NODE_ENV, stdout=subprocess.PIPE, text=True)
+    procs.append(proc)
+    m = re.fullmatch(r"LISTENING (\d+)\n", proc.stdout.readline())
+    if not m:
+        die(f"{what} did not start")
+    return proc, int(m.group(1))
+
+
+def start_socat(target_port: int, procs: list[subprocess.Popen]) -> tuple[subprocess.Popen, int]:
+    """socat -b 262144 relaying a free local port to target_port (added to procs) -> (the process, its port)."""
+    port = free_port()
+    proc = subprocess.Popen(["socat", "-b", "262144", f"TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1",
+                             f"TCP:127.0.0.1:{target_port}"])
+    procs.append(proc)
+    wait_port(port)
+    return proc, port
+
+
+def terminate_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each process still running, SIGKILL to one that is not gone 5 s later."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def setup_lines(binary: Path) -> list[str]:
+    """The report's lines on what was measured: commit, binary, CPU and kernel."""
+    commit = version_of(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(binary.stat().st_mtime))
+    return [
+        f"  commit: {commit}{' (+ uncommitted changes)' if dirty else ''}",
+        f"  binary: {binary.relative_to(REPO) if binary.is_relative_to(REPO) else binary} (built {built})",
+        f"  cpu: {cpu}, {os.cpu_count()} cores; kernel {platform.release()}",
+    ]
+
+
 def has_proxy(binary: Path) -> bool:
     return subprocess.run([str(binary), "proxy", "--help"], capture_output=True).returncode == 0
 
@@ -273,21 +326,23 @@ def find_binary(arg: str | None) -> Path:
 
 
 class Proxy:
-    """One `wsinspect proxy` per scenario, logging to its own file."""
+    """One `wsinspect proxy` per scenario, logging to its own file; `args` are added to its command line."""
 
-    def __init__(self, binary: Path, echo_port: int, log: Path, workdir: Path, logs: bool = True):
+    def __init__(self, binary: Path, echo_port: int, log: Path, workdir: Path, logs: bool = True,
+                 args: tuple[str, ...] | list[str] = (), what: str = "wsinspect proxy"):
         self.log = log
         ready = workdir / f"{log.stem}.ready"
+        ready.unlink(missing_ok=True)
         self.stderr_path = workdir / f"{log.stem}.stderr"
         logging = ["--log", str(log), "--format", "jsonl"] if logs else ["--no-log"]
         self.proc = subprocess.Popen(
             [str(binary), "proxy", "--listen", "127.0.0.1:0", "--upstream", f"ws://127.0.0.1:{echo_port}",
-             *logging, "--ready-file", str(ready)],
+             *logging, "--ready-file", str(ready), *args],
             stdout=subprocess.DEVNULL, stderr=open(self.stderr_path, "wb"))
         deadline = time.monotonic() + 20
         while not (ready.exists() and ready.read_text().endswith("\n")):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                die(f"wsinspect proxy did not start: {self.stderr_path.read_text()}")
+                die(f"{what} did not start: {self.stderr_path.read_text(errors='replace')}")
             time.sleep(0.02)
         self.port = int(ready.read_text().strip().rpartition(":")[2])
         time.sleep(0.3)  # the signal handlers are installed just after the ready file
@@ -311,6 +366,11 @@ class Proxy:
         if lines and lines[-1].startswith(b'{"type":"summary"'):
             summary = json.loads(lines[-1])
         return how, summary
+
+    def dropped_log_records(self) -> int:
+        """How many log records the proxy said (on stderr) it dropped."""
+        dropped = re.search(r"(\d+) log records were dropped", self.stderr_path.read_text(errors="replace"))
+        return int(dropped.group(1)) if dropped else 0
 
 
 @dataclass
@@ -358,8 +418,7 @@ def run_client(workdir: Path, port: int, sc: Scenario, duration: float, warmup: 
     and returns its result with the CPU counters of that window under "window"."""
     cmd = ["node", str(workdir / "load_client.js"), f"ws://127.0.0.1:{port}/bench", str(sc.size),
            str(sc.connections), str(sc.window), str(duration), str(warmup)]
-    proc = subprocess.Popen(cmd, env=dict(os.environ, NODE_PATH=NODE_PATH), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=NODE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     window, last = {}, ""
     for line in proc.stdout:
         name, _, value = line.strip().partition(" ")
@@ -423,8 +482,7 @@ def main() -> int:
     for tool in ("node", "socat"):
         if shutil.which(tool) is None:
             die(f"{tool} not found (Debian: apt-get install {'nodejs node-ws' if tool == 'node' else tool})")
-    if subprocess.run(["node", "-e", "require('ws')"], env=dict(os.environ, NODE_PATH=NODE_PATH),
-                      capture_output=True).returncode != 0:
+    if subprocess.run(["node", "-e", "require('ws')"], env=NODE_ENV, capture_output=True).returncode != 0:
         die(f"node cannot require('ws') with NODE_PATH={NODE_PATH} (Debian: apt-get install node-ws)")
     binary = find_binary(args.binary)
     scenarios = SCENARIOS
@@ -444,18 +502,8 @@ def main() -> int:
     results: list[Result] = []
     started = time.monotonic()
     try:
-        echo = subprocess.Popen(["node", str(workdir / "echo_server.js")], env=dict(os.environ, NODE_PATH=NODE_PATH),
-                                stdout=subprocess.PIPE, text=True)
-        procs.append(echo)
-        m = re.fullmatch(r"LISTENING (\d+)\n", echo.stdout.readline())
-        if not m:
-            die("the echo server did not start")
-        echo_port = int(m.group(1))
-        socat_port = free_port()
-        socat = subprocess.Popen(["socat", "-b", "262144", f"TCP-LISTEN:{socat_port},fork,reuseaddr,bind=127.0.0.1",
-                                  f"TCP:127.0.0.1:{echo_port}"])
-        procs.append(socat)
-        wait_port(socat_port)
+        echo, echo_port = start_node_server(workdir / "echo_server.js", procs)
+        socat, socat_port = start_socat(echo_port, procs)
 
         for sc in scenarios:
             print(f"== {sc.name}: {sc.description}", flush=True)
@@ -482,10 +530,9 @@ def main() -> int:
                              f"{log.stat().st_size / 1e6:,.0f} MB", f"RSS {rss / 1024:.0f} MiB" if rss else ""]
                     if summary is None:
                         notes.append(f"no summary ({how})")
-                    stderr = Path(proxy.stderr_path).read_text(errors="replace")
-                    dropped = re.search(r"(\d+) log records were dropped", stderr)
+                    dropped = proxy.dropped_log_records()
                     if dropped:
-                        notes.append(f"{int(dropped.group(1)):,} log records dropped")
+                        notes.append(f"{dropped:,} log records dropped")
                     res.notes = "; ".join(n for n in [res.notes] + notes if n)
                     if not args.keep_logs:
                         log.unlink(missing_ok=True)
@@ -494,13 +541,7 @@ def main() -> int:
                 print(f"   {target:9} {res.msgs_per_s:12,.0f} msg/s {res.mb_per_s:9,.1f} MB/s  {lat}  ({res.wall:.1f} s)"
                       f"{'  ' + res.notes if res.notes else ''}", flush=True)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        terminate_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)
 
     report = render(results, binary, time.monotonic() - started, args)
@@ -512,20 +553,9 @@ def main() -> int:
 
 
 def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
-    commit = version_of(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(binary.stat().st_mtime))
     lines = [
         f"wsinspect proxy benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"  commit: {commit}{' (+ uncommitted changes)' if dirty else ''}",
-        f"  binary: {binary.relative_to(REPO) if binary.is_relative_to(REPO) else binary} (built {built})",
-        f"  cpu: {cpu}, {os.cpu_count()} cores; kernel {platform.release()}",
+        *setup_lines(binary),
         f"  node: {version_of(['node', '--version'])}, ws {ws_version()}; {socat_version()}",
         f"  each run: {args.warmup} s warm-up, {args.duration} s measured; whole benchmark {elapsed:.0f} s",
         "",

@@ -7,7 +7,10 @@ checks what the *peers* observed: messages missing, changed, duplicated, delayed
 the 1002/1007 a peer answers a corrupted frame with, a connection reset without a close frame,
 keepalive timeouts. Most tests run twice, without and with permessage-deflate (context
 takeover on both sides), which proves that the proxy keeps a compressed connection valid after
-it dropped, changed or added a message. One test puts Node `ws` behind the proxy.
+it dropped, changed or added a message. One test puts Node `ws` behind the proxy. The
+scaffolding is shared: `fault_session` starts the upstream server and the proxy in front of
+it, `connected` opens a client through the proxy and checks that permessage-deflate was
+negotiated exactly when the test asked for it; `stop` ends the proxy and returns its log.
 
 The JSON Lines log is checked too: every applied fault is a `{"type":"fault"}` event naming the
 rule, the connection and the direction; frames in the log are the frames as forwarded; the
@@ -271,6 +274,23 @@ def check_negotiated(ws, compression) -> None:
     assert (negotiated is not None) == bool(compression), negotiated
 
 
+@contextlib.asynccontextmanager
+async def fault_session(fault_proxy, compression: str | None = None, rules=None, **kwargs):
+    """The `upstream(compression)` server with the fault proxy in front of it
+    (`fault_proxy(up.url, rules, **kwargs)`): yields (up, proxy)."""
+    async with upstream(compression) as up:
+        yield up, await asyncio.to_thread(fault_proxy, up.url, rules, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def connected(proxy: ProxyProcess, compression: str | None = None, path: str = "/", **kwargs):
+    """`client(proxy, compression, path, **kwargs)`, checked to have negotiated permessage-deflate
+    exactly when `compression` asks for it: yields the connection."""
+    async with client(proxy, compression, path, **kwargs) as ws:
+        check_negotiated(ws, compression)
+        yield ws
+
+
 def cmd_send(items) -> str:
     return "!send " + json.dumps([i if isinstance(i, str) else {"b64": base64.b64encode(i).decode()}
                                   for i in items])
@@ -382,10 +402,8 @@ def test_drop_text_match(fault_proxy, compression):
     batch2 = [f"public 6 {FILLER}", blob, f"public 7 {FILLER}"]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 for m in up_msgs:
                     await ws.send(m)
@@ -428,10 +446,8 @@ def test_large_messages_with_faults(fault_proxy, compression):
     secret = "secret " + FILLER * 30000  # ~2 MiB of text
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 await ws.send(big)
                 await ws.send(secret)
                 await ws.send(f"after {FILLER}")
@@ -454,10 +470,8 @@ def test_drop_pongs_makes_client_keepalive_time_out(fault_proxy, compression):
     rules = [{"id": "drop-pongs", "action": "drop", "direction": "to-client", "match": {"opcode": "pong"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression, ping_interval=0.2, ping_timeout=0.5) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression, ping_interval=0.2, ping_timeout=0.5) as ws:
                 local = ws.local_address
                 await ws.send("are you there?")
                 assert await recv_n(ws, 1) == ["are you there?"]
@@ -491,10 +505,8 @@ def test_delay_holds_message_and_keeps_order(fault_proxy, compression):
               "match": {"text": "^jittery"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 t0 = time.monotonic()
                 await ws.send(f"slow one {FILLER}")
@@ -530,10 +542,8 @@ def test_stall_holds_direction_then_releases(fault_proxy, compression):
     rules = [{"id": "freeze", "action": "stall", "ms": 500, "direction": "to-client", "match": {"text": "^stall"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 t0 = time.monotonic()
                 await ws.send("stall now")
                 await ws.send("next")
@@ -558,10 +568,8 @@ def test_timeout_stalls_then_closes_tcp(fault_proxy, compression):
     rules = [{"id": "hang", "action": "timeout", "ms": 400, "direction": "to-client", "match": {"text": "^hang"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 await ws.send("hello")
                 assert await recv_n(ws, 1) == ["hello"]
                 t0 = time.monotonic()
@@ -587,10 +595,8 @@ def test_throttle_limits_rate(fault_proxy, compression):
     rules = [{"id": "bw", "action": "throttle", "bytes_per_second": 20000, "direction": "to-client"}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 t0 = time.monotonic()
                 await ws.send("!bytes 60000")
                 data = await asyncio.wait_for(ws.recv(), 30)
@@ -622,11 +628,9 @@ def test_inject_at_upgrade_and_at_ms(fault_proxy, compression):
     ]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
             t0 = time.monotonic()
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 assert await recv_n(ws, 1) == ["welcome from the proxy"]
                 rest = []
@@ -662,10 +666,8 @@ def test_inject_every_ms_server_pings(fault_proxy, compression):
               "text": "hb", "every_ms": 150}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await asyncio.sleep(0.8)
                 await ws.send("still alive")
@@ -701,10 +703,8 @@ def test_inject_waits_for_fragmented_message_to_end(fault_proxy, compression):
     whole = "".join(f"part {i} {FILLER} " for i in range(10))
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 await ws.send("!slowfrag 10")
                 await ws.send(slow_fragments([f"part {i} {FILLER} " for i in range(10)]))
                 got = []
@@ -726,10 +726,8 @@ def test_inject_after_matched_message(fault_proxy, compression):
               "text": "audit: order seen ✓"}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 for m in (f"order 1 {FILLER}", f"note {FILLER}", f"order 2 {FILLER}"):
                     await ws.send(m)
@@ -768,10 +766,8 @@ def test_rewrite_replace_and_set(fault_proxy, compression):
     ]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send("name=alice")
                 assert await recv_n(ws, 1) == ["name=[alice]"]
@@ -800,10 +796,8 @@ def test_duplicate(fault_proxy, compression):
     ]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send(f"twice {FILLER}")
                 assert await recv_n(ws, 2) == [f"twice {FILLER}"] * 2  # the server got it twice, echoed both
@@ -833,10 +827,8 @@ def test_fragment(fault_proxy, compression):
     rules = [{"id": "slicer", "action": "fragment", "size": 3, "match": {"text": "^frag"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send(msg)
                 assert await recv_n(ws, 1) == [msg]
@@ -888,10 +880,8 @@ def corrupt_scenario(fault_proxy, compression, kind, direction, want_code):
               "match": {"text": "^bad"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send(f"good {FILLER}")
                 assert await recv_n(ws, 1) == [f"good {FILLER}"]
@@ -952,10 +942,8 @@ def test_close_to_client_after_match(fault_proxy, compression):
               "match": {"text": "^quit"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send("quit")
                 await ws.send("more")  # echoed after the close: must not reach the client
@@ -980,11 +968,9 @@ def test_close_both_at_ms(fault_proxy, compression):
               "reason": "maintenance", "at_ms": 300}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
             t0 = time.monotonic()
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 got, exc, _ = await recv_until_closed(ws, timeout=10)
             assert time.monotonic() - t0 >= 0.3
@@ -1008,10 +994,8 @@ def test_abort_resets_without_close_frame(fault_proxy, compression):
     rules = [{"id": "reset", "action": "abort", "direction": "to-server", "match": {"text": "^boom"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send("hello")
                 assert await recv_n(ws, 1) == ["hello"]
@@ -1034,9 +1018,7 @@ def test_half_close_to_client(fault_proxy):
     rules = [{"id": "fin", "action": "half-close", "direction": "to-client", "at_ms": 200}]
 
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-
+        async with fault_session(fault_proxy, None, rules) as (up, proxy):
             def raw_client():
                 with connect_raw(proxy.address) as s:
                     t0 = time.monotonic()
@@ -1069,10 +1051,8 @@ def test_limit_messages(fault_proxy, compression):
     batch = [f"m{i} {FILLER}" for i in range(1, 6)]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send(cmd_send(batch))
                 got, exc, _ = await recv_until_closed(ws, timeout=10)
@@ -1095,8 +1075,7 @@ def test_slow_close_delays_fin(fault_proxy):
     rules = [{"id": "lazy-fin", "action": "slow-close", "ms": 500}]
 
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
+        async with fault_session(fault_proxy, None, rules) as (up, proxy):
             async with client(proxy, None, close_timeout=10) as ws:
                 await ws.send("hi")
                 assert await recv_n(ws, 1) == ["hi"]
@@ -1117,8 +1096,7 @@ def test_refuse_matching_path(fault_proxy):
     rules = [{"id": "down", "action": "refuse", "match": {"path": "^/down"}}]
 
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
+        async with fault_session(fault_proxy, None, rules) as (up, proxy):
             with pytest.raises((OSError, InvalidHandshake, EOFError)):
                 async with client(proxy, None, "/down"):
                     pass
@@ -1161,8 +1139,7 @@ def test_match_conditions(fault_proxy):
     batch = ["a1", "a2", "a3", "b1", "b2", "b3", "b4", "c1", "c2", b"\x00bin", "d1", "e1", "f1", "g1", "stop"]
 
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
+        async with fault_session(fault_proxy, None, rules) as (up, proxy):
             async with client(proxy, None, "/chat") as ws:
                 t0 = time.monotonic()
                 await ws.send(cmd_send(batch))
@@ -1278,8 +1255,7 @@ def test_inject_close_frame(fault_proxy):
               "reason": "injected close", "at_ms": 100}]
 
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
+        async with fault_session(fault_proxy, None, rules) as (up, proxy):
             async with client(proxy) as ws:
                 got, exc, _ = await recv_until_closed(ws)
             assert got == []
@@ -1296,8 +1272,7 @@ def test_limit_bytes(fault_proxy):
     rules = [{"id": "cap-bytes", "action": "limit", "bytes": 100, "direction": "to-server"}]
 
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
+        async with fault_session(fault_proxy, None, rules) as (up, proxy):
             async with client(proxy) as ws:
                 for i in range(10):
                     await ws.send(f"{i} " + "x" * 58)  # 60 bytes each
@@ -1319,8 +1294,7 @@ def test_stall_forever_holds_until_closed(fault_proxy):
     rules = [{"id": "freeze", "action": "stall", "direction": "to-client", "match": {"text": "^freeze"}}]
 
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, rules)
+        async with fault_session(fault_proxy, None, rules) as (up, proxy):
             async with client(proxy, close_timeout=0.5) as ws:
                 await ws.send("before")
                 assert await recv_n(ws, 1) == ["before"]
@@ -1448,8 +1422,7 @@ JSON_LIST = json.dumps([{"id": "drop-secret", "action": "drop", "direction": "to
 ], ids=["yaml", "yaml-list", "json", "json-list", "other-ext-yaml", "other-ext-json"])
 def test_rules_file_formats_load(fault_proxy, text, suffix, seed):
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, text, seed=seed, suffix=suffix)
+        async with fault_session(fault_proxy, None, text, seed=seed, suffix=suffix) as (up, proxy):
             if seed is None and "seed: 42" in text:
                 assert proxy.ready["seed"] == 42
             status, rules = await aapi(proxy, "GET", "/rules")
@@ -1557,8 +1530,7 @@ async def only_connection(proxy) -> dict:
 
 def test_control_lists_connections(fault_proxy):
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url)
+        async with fault_session(fault_proxy) as (up, proxy):
             status, conns = await aapi(proxy, "GET", "/connections")
             assert (status, conns) == (200, [])
             async with client(proxy, None, "/chat?room=1") as ws:
@@ -1588,10 +1560,8 @@ def test_control_sends_messages(fault_proxy, compression):
     blob = bytes(range(200))
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send(f"hello {FILLER}")
                 assert await recv_n(ws, 1) == [f"hello {FILLER}"]
@@ -1627,8 +1597,7 @@ def test_control_sends_messages(fault_proxy, compression):
 
 def test_control_close(fault_proxy):
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url)
+        async with fault_session(fault_proxy) as (up, proxy):
             async with client(proxy, None, "/first") as ws:
                 cid = (await only_connection(proxy))["id"]
                 status, _ = await aapi(proxy, "POST", f"/connections/{cid}/close",
@@ -1656,10 +1625,8 @@ def test_control_pause_resume(fault_proxy, compression):
     held = [f"p{i} {FILLER}" for i in range(3)]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url)
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+        async with fault_session(fault_proxy, compression) as (up, proxy):
+            async with connected(proxy, compression) as ws:
                 cid = (await only_connection(proxy))["id"]
                 status, _ = await aapi(proxy, "POST", f"/connections/{cid}/pause", {"direction": "to-client"})
                 assert status == 200
@@ -1707,13 +1674,11 @@ def test_control_rules_at_runtime(fault_proxy, compression):
                   {"id": "rule-2", "action": "drop", "match": {"text": "^nothing"}}]
 
     async def scenario():
-        async with upstream(compression) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, file_rules)
+        async with fault_session(fault_proxy, compression, file_rules) as (up, proxy):
             status, rules = await aapi(proxy, "GET", "/rules")
             assert status == 200 and [r["id"] for r in rules] == ["file-rule", "rule-2"], rules
             assert rules[0]["action"] == "delay" and rules[0]["ms"] == 1
-            async with client(proxy, compression) as ws:
-                check_negotiated(ws, compression)
+            async with connected(proxy, compression) as ws:
                 local = ws.local_address
                 await ws.send(f"secret 0 {FILLER}")
                 assert await recv_n(ws, 1) == [f"secret 0 {FILLER}"]
@@ -1757,8 +1722,7 @@ def test_control_rules_at_runtime(fault_proxy, compression):
 
 def test_control_errors(fault_proxy):
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url)
+        async with fault_session(fault_proxy) as (up, proxy):
             status, body = await aapi(proxy, "GET", "/nope")
             assert status == 404 and is_error_object(body), (status, body)
             status, body = await aapi(proxy, "POST", "/connections/999/messages",
@@ -1814,8 +1778,7 @@ def test_control_409_before_upgrade(fault_proxy):
 
 def test_control_token(fault_proxy, monkeypatch):
     async def scenario():
-        async with upstream(None) as up:
-            proxy = await asyncio.to_thread(fault_proxy, up.url, token="s3cret")
+        async with fault_session(fault_proxy, token="s3cret") as (up, proxy):
             assert (await aapi(proxy, "GET", "/connections"))[0] == 401
             assert (await aapi(proxy, "GET", "/connections", token="wrong"))[0] == 401
             assert (await aapi(proxy, "GET", "/rules"))[0] == 401
@@ -1882,8 +1845,7 @@ def test_node_ws_server_drop_and_inject(fault_proxy, node_echo_server):
 
     async def scenario():
         proxy = await asyncio.to_thread(fault_proxy, f"ws://127.0.0.1:{port}", rules)
-        async with client(proxy, compression) as ws:
-            check_negotiated(ws, compression)
+        async with connected(proxy, compression) as ws:
             local = ws.local_address
             for m in (f"hello node {FILLER}", f"secret 1 {FILLER}", f"after {FILLER}"):
                 await ws.send(m)
