@@ -18,6 +18,9 @@ final class RelayHandler: ChannelDuplexHandler {
     private var partner: RelayHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    /// What this read cycle relayed, for the tap once it is flushed on:
+    /// decoding for the log never stands between a read and its write.
+    private var unobserved: [ByteBuffer] = []
     private let tap: ConnectionTap
     /// Which way the bytes this handler reads travel.
     private let direction: Direction
@@ -49,15 +52,22 @@ final class RelayHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = unwrapInboundIn(data)
-        tap.observe(bytes, direction)
         partner?.partnerWrite(bytes)
+        unobserved.append(bytes)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         partner?.partnerFlush()
+        observeRelayed()
+    }
+
+    private func observeRelayed() {
+        for bytes in unobserved { tap.observe(bytes, direction) }
+        unobserved.removeAll(keepingCapacity: true)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        observeRelayed()
         onClose(.tcpFin)
         partner?.partnerClose()
     }

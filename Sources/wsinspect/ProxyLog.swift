@@ -9,7 +9,7 @@ import Glibc
 #endif
 
 /// The proxy's log: event loops hand events over without waiting, a thread
-/// of its own formats and writes them. That thread runs at a lower priority
+/// of its own formats and writes them in batches (at least every 10 ms). That thread runs at a lower priority
 /// than the relay's (nice 10), and when it falls behind, new records are
 /// dropped (never relayed bytes) and counted, so logging can never slow or
 /// stall the relay.
@@ -43,6 +43,8 @@ final class ProxyLog: Sendable {
     private let stopped = DispatchSemaphore(value: 0)
     private let limit: Int
     private let byteLimit: Int
+    /// How long a record may wait for the writer when few arrive.
+    private static let interval = DispatchTimeInterval.milliseconds(10)
 
     /// - Parameters:
     ///   - limit: records that may wait to be written;
@@ -86,6 +88,10 @@ final class ProxyLog: Sendable {
             }
             state.pending.append(.event(event))
             state.pendingBytes += weight
+            // A few records wait for the writer's next round (at most
+            // `interval`): waking it for each would cost the relay a context
+            // switch per frame.
+            guard state.pending.count >= 256 || state.pendingBytes >= 1 << 20 else { return false }
             return state.wakeOnce()
         }
         if signal { wake.signal() }
@@ -105,7 +111,7 @@ final class ProxyLog: Sendable {
         // and what it cannot write in time is dropped and counted.
         setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
         while true {
-            wake.wait()
+            _ = wake.wait(timeout: .now() + ProxyLog.interval)
             let (records, stopping) = state.withLock { state -> ([Record], Bool) in
                 state.woken = false
                 let records = state.pending
