@@ -90,16 +90,16 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
                 respond(context, status: status, body: "wsinspect: \(reason)\n")
             case .route(let route):
                 timeout?.cancel()
-                let target = HandshakeRequest(head: head).target
+                let request = HandshakeRequest(head: head)
                 if let faults {
                     var random = SplitMix64(seed: faults.seed ^ UInt64(truncatingIfNeeded: id))
-                    if let rule = faults.rules.refuses(connection: id, target: target, random: &random) {
-                        refuse(context, rule: rule, target: target)
+                    if let rule = faults.rules.refuses(connection: id, target: request.target, random: &random) {
+                        refuse(context, rule: rule, target: request.target)
                         return
                     }
                 }
                 connecting = true
-                connectUpstream(context, route: route, headLength: headLength, request: HandshakeRequest(head: head))
+                connectUpstream(context, route: route, headLength: headLength, request: request)
             }
         }
     }
