@@ -89,6 +89,9 @@ public struct FaultSession {
 
     public var isUpgraded: Bool { upgradedAt != nil }
 
+    /// A side has closed or been sent a close frame: the connection is ending.
+    public var isClosing: Bool { lanes.contains { $0.ended || $0.receiverClosed } }
+
     public func statistics(_ direction: Direction) -> Statistics {
         let lane = lanes[direction.laneIndex]
         return Statistics(messages: lane.deliveredMessages, bytes: lane.deliveredBytes, paused: lane.paused)

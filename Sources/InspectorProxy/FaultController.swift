@@ -32,7 +32,8 @@ public final class FaultController: Sendable {
         public var client: String
         public var server: String
         public var path: String
-        /// "handshake" until the server's 101, then "open".
+        /// "handshake" until the server's 101, then "open", then "closing"
+        /// once a side has closed or been sent a close frame.
         public var state: String
         public var toServer: DirectionInfo
         public var toClient: DirectionInfo

@@ -57,7 +57,7 @@ final class FaultRelay {
         }
         return FaultController.ConnectionInfo(
             id: session.connection, client: endpoints.client, server: endpoints.server, path: session.target,
-            state: session.isUpgraded ? "open" : "handshake",
+            state: session.isClosing ? "closing" : session.isUpgraded ? "open" : "handshake",
             toServer: direction(.clientToServer), toClient: direction(.serverToClient)
         )
     }
