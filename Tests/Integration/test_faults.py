@@ -7,10 +7,14 @@ checks what the *peers* observed: messages missing, changed, duplicated, delayed
 the 1002/1007 a peer answers a corrupted frame with, a connection reset without a close frame,
 keepalive timeouts. Most tests run twice, without and with permessage-deflate (context
 takeover on both sides), which proves that the proxy keeps a compressed connection valid after
-it dropped, changed or added a message. One test puts Node `ws` behind the proxy. The
-scaffolding is shared: `fault_session` starts the upstream server and the proxy in front of
-it, `connected` opens a client through the proxy and checks that permessage-deflate was
-negotiated exactly when the test asked for it; `stop` ends the proxy and returns its log.
+it dropped, changed or added a message. Node `ws` is the other real peer: as the server behind
+the proxy (`node_echo_server`: drop + inject, delay, rewrite set, dropped pongs against a
+websockets client's keepalive) and as the client in front of it (`node_client`, driving
+peers/node_ws_fault_client.js over stdin/stdout, perMessageDeflate off and on: drop, close,
+corrupt invalid-utf8, fragment, inject at_ms, duplicate). The scaffolding is shared:
+`fault_session` starts the upstream server and the proxy in front of it, `connected` opens a
+client through the proxy and checks that permessage-deflate was negotiated exactly when the
+test asked for it; `stop` ends the proxy and returns its log.
 
 The JSON Lines log is checked too: every applied fault is a `{"type":"fault"}` event naming the
 rule, the connection and the direction; frames in the log are the frames as forwarded; the
@@ -23,11 +27,11 @@ The tests follow the fault-injection interface of `wsinspect proxy` (rules file 
 (a delayed message arrives at least `ms` later); upper bounds are several seconds, so a loaded
 machine does not fail them.
 
-    python3 -m pytest Tests/Integration/test_faults.py -q        # ~65 s
+    python3 -m pytest Tests/Integration/test_faults.py -q        # ~60 s
     WSINSPECT=/path/to/wsinspect python3 -m pytest Tests/Integration/test_faults.py -q
 
-Needs Python `websockets`; the Node test needs node + Debian node-ws (NODE_PATH=/usr/share/nodejs),
-else it skips.
+Needs Python `websockets`; the Node tests need node + Debian node-ws (NODE_PATH=/usr/share/nodejs),
+else they skip.
 """
 from __future__ import annotations
 
@@ -1867,3 +1871,472 @@ def test_node_ws_server_drop_and_inject(fault_proxy, node_echo_server):
     assert controls(events, conn, S2C, "ping") == [b"node-ping"]
     assert controls(events, conn, C2S, "pong") == [b"node-ping"]
     check_clean_log(events, connections=1)
+
+
+@pytest.mark.parametrize("node_echo_server", [False, True], ids=["plain", "deflate"], indirect=True)
+def test_node_ws_server_delay(fault_proxy, node_echo_server):
+    """delay behind a Node `ws` server: to-client 300 ms (the held message arrives ≥ 0.3 s
+    after it was sent, later ones wait behind it), to-server 200 ms (the echo ≥ 0.2 s)."""
+    port, deflate, node_log, node = node_echo_server
+    compression = "deflate" if deflate else None
+    rules = [{"id": "slow", "action": "delay", "ms": 300, "direction": "to-client", "match": {"text": "^slow"}},
+             {"id": "lag", "action": "delay", "ms": 200, "direction": "to-server", "match": {"text": "^lag"}}]
+
+    async def scenario():
+        proxy = await asyncio.to_thread(fault_proxy, f"ws://127.0.0.1:{port}", rules)
+        async with connected(proxy, compression) as ws:
+            local = ws.local_address
+            t0 = time.monotonic()
+            await ws.send(f"slow one {FILLER}")
+            await ws.send(f"fast two {FILLER}")
+            first = await asyncio.wait_for(ws.recv(), 10)
+            t1 = time.monotonic()
+            second = await asyncio.wait_for(ws.recv(), 10)
+            assert [first, second] == [f"slow one {FILLER}", f"fast two {FILLER}"], "order holds"
+            assert t1 - t0 >= 0.3, t1 - t0
+            t0 = time.monotonic()
+            await ws.send(f"lag {FILLER}")
+            assert await recv_n(ws, 1) == [f"lag {FILLER}"]
+            assert time.monotonic() - t0 >= 0.2, time.monotonic() - t0
+            await ws.send(f"after {FILLER}")
+            assert await recv_n(ws, 1) == [f"after {FILLER}"]
+        await asyncio.to_thread(node.wait, 10)
+        return local, await stop(proxy)
+
+    local, events = run(scenario())
+    want = [f"slow one {FILLER}", f"fast two {FILLER}", f"lag {FILLER}", f"after {FILLER}"]
+    assert node_texts(node_log, "recv") == want
+    conn = connection_for(events, local)
+    assert [(f["rule"], f["action"], f["direction"], f.get("message")) for f in fault_events(events)] == [
+        ("slow", "delay", S2C, 1), ("lag", "delay", C2S, 3)]
+    assert payloads(events, conn, S2C) == want
+    assert all(m["compressed"] is deflate for m in messages_of(events, conn, S2C)), "nothing had to be re-encoded"
+    check_clean_log(events, connections=1)
+
+
+@pytest.mark.parametrize("node_echo_server", [False, True], ids=["plain", "deflate"], indirect=True)
+def test_node_ws_server_rewrite_set(fault_proxy, node_echo_server):
+    """rewrite `set` both ways with a Node `ws` server: ws receives the new payload (to-server),
+    the client gets the new payload (to-client); later messages inflate correctly on both."""
+    port, deflate, node_log, node = node_echo_server
+    compression = "deflate" if deflate else None
+    rules = [{"id": "rename", "action": "rewrite", "direction": "to-server", "match": {"text": "^name="},
+              "set": "name=bob ✓"},
+             {"id": "status", "action": "rewrite", "direction": "to-client", "match": {"text": "^status"},
+              "set": "status: rewritten ✓"}]
+
+    async def scenario():
+        proxy = await asyncio.to_thread(fault_proxy, f"ws://127.0.0.1:{port}", rules)
+        async with connected(proxy, compression) as ws:
+            local = ws.local_address
+            await ws.send(f"name=alice {FILLER}")
+            assert await recv_n(ws, 1) == ["name=bob ✓"]  # ws echoes what it got
+            await ws.send(f"status ok {FILLER}")
+            assert await recv_n(ws, 1) == ["status: rewritten ✓"]
+            for i in range(3):
+                await ws.send(f"tail {i} {FILLER}")
+            assert await recv_n(ws, 3) == [f"tail {i} {FILLER}" for i in range(3)]
+        await asyncio.to_thread(node.wait, 10)
+        return local, await stop(proxy)
+
+    local, events = run(scenario())
+    tails = [f"tail {i} {FILLER}" for i in range(3)]
+    assert node_texts(node_log, "recv") == ["name=bob ✓", f"status ok {FILLER}", *tails]
+    assert node_texts(node_log, "send") == ["name=bob ✓", f"status ok {FILLER}", *tails]
+    conn = connection_for(events, local)
+    assert [(f["rule"], f["action"], f["direction"], f.get("message")) for f in fault_events(events)] == [
+        ("rename", "rewrite", C2S, 1), ("status", "rewrite", S2C, 2)]
+    assert payloads(events, conn, C2S) == ["name=bob ✓", f"status ok {FILLER}", *tails]
+    assert payloads(events, conn, S2C) == ["name=bob ✓", "status: rewritten ✓", *tails]
+    # a changed message goes out uncompressed; ws's echo of it is compressed again (when on)
+    assert [m["compressed"] for m in messages_of(events, conn, C2S)][:1] == [False]
+    assert [m["compressed"] for m in messages_of(events, conn, S2C)][:2] == [deflate, False]
+    check_clean_log(events, connections=1)
+
+
+@pytest.mark.parametrize("node_echo_server", [False, True], ids=["plain", "deflate"], indirect=True)
+def test_node_ws_server_drop_pongs_client_keepalive(fault_proxy, node_echo_server):
+    """drop pongs to-client in front of a Node `ws` server (which answers pings itself): the
+    websockets client (ping_interval 0.2, ping_timeout 0.5) fails with 1011 "keepalive ping
+    timeout", and that close reaches ws."""
+    port, deflate, node_log, node = node_echo_server
+    compression = "deflate" if deflate else None
+    rules = [{"id": "drop-pongs", "action": "drop", "direction": "to-client", "match": {"opcode": "pong"}}]
+
+    async def scenario():
+        proxy = await asyncio.to_thread(fault_proxy, f"ws://127.0.0.1:{port}", rules)
+        async with connected(proxy, compression, ping_interval=0.2, ping_timeout=0.5) as ws:
+            local = ws.local_address
+            await ws.send(f"are you there? {FILLER}")
+            assert await recv_n(ws, 1) == [f"are you there? {FILLER}"]
+            got, exc, elapsed = await recv_until_closed(ws, timeout=10)
+        assert got == []
+        assert exc.sent is not None and (exc.sent.code, exc.sent.reason) == (1011, "keepalive ping timeout"), exc
+        assert elapsed >= 0.3, elapsed
+        await asyncio.to_thread(node.wait, 10)
+        return local, await stop(proxy)
+
+    local, events = run(scenario())
+    peer = json.loads(node_log.read_text())["connections"][0]["server_events"]
+    pings = [b64d(e["data"]) for e in peer if e["op"] == "recv" and e["type"] == "ping"]
+    assert len(pings) >= 1, peer
+    assert [(e["code"], e["reason"]) for e in peer if e["op"] == "recv" and e["type"] == "close"] == [
+        (1011, "keepalive ping timeout")]
+    conn = connection_for(events, local)
+    assert controls(events, conn, C2S, "ping") == pings
+    assert controls(events, conn, S2C, "pong") == [], "ws's automatic pongs were all dropped"
+    faults = fault_events(events, "drop-pongs")
+    assert faults and all((f["action"], f["direction"], f.get("opcode")) == ("drop", S2C, "pong")
+                          for f in faults), faults
+    assert len(faults) == len(pings), "every pong dropped"
+    check_clean_log(events, connections=1)
+
+
+def node_texts(node_log: Path, op: str) -> list[str]:
+    """The text messages the Node `ws` server received (op "recv") or sent ("send")."""
+    peer = json.loads(node_log.read_text())["connections"][0]["server_events"]
+    return [b64d(e["data"]).decode() for e in peer if e["op"] == op and e["type"] == "text"]
+
+
+# --------------------------------------------------------------------------
+# Node ws as the client
+# --------------------------------------------------------------------------
+
+NODE_FAULT_CLIENT = HERE / "peers" / "node_ws_fault_client.js"
+
+
+@pytest.fixture
+def node_ws():
+    """Skips unless node can require('ws') (Debian node-ws, NODE_PATH=/usr/share/nodejs)."""
+    reason = node_prerequisites_missing()
+    if reason:
+        pytest.skip(reason)
+
+
+class NodeClient:
+    """peers/node_ws_fault_client.js in a subprocess: commands as JSON lines on its stdin, its
+    events (open, message, ping, pong, error, close) as JSON lines on its stdout."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.events: list[dict] = []
+        self.local_address: tuple = ()
+
+    @property
+    def closed(self) -> dict | None:
+        return next((e for e in self.events if e["event"] == "close"), None)
+
+    @property
+    def errors(self) -> list[dict]:
+        return [e for e in self.events if e["event"] == "error"]
+
+    async def event(self, timeout: float = 10) -> dict:
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"node client: no event within {timeout} s; events so far {self.events}") from None
+        if not line:
+            rc = await asyncio.wait_for(self.proc.wait(), 10)
+            err = (await self.proc.stderr.read()).decode("utf-8", "replace")
+            raise AssertionError(f"node client exited with {rc}; events {self.events}; stderr: {err}")
+        ev = json.loads(line)
+        self.events.append(ev)
+        return ev
+
+    async def command(self, **cmd) -> None:
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    async def send(self, msg) -> None:
+        if isinstance(msg, str):
+            await self.command(op="send", text=msg)
+        else:
+            await self.command(op="send", base64=base64.b64encode(msg).decode())
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.command(op="close", code=code, reason=reason)
+
+    @staticmethod
+    def message(ev: dict):
+        return ev["text"] if ev["type"] == "text" else base64.b64decode(ev["base64"])
+
+    async def recv_n(self, n: int, timeout: float = 10) -> list:
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < n:
+            ev = await self.event(max(0.01, deadline - time.monotonic()))
+            if ev["event"] == "message":
+                got.append(self.message(ev))
+            elif ev["event"] in ("close", "error", "unexpected-response", "command-failed"):
+                raise AssertionError(f"node client: {ev} while waiting for message {len(got) + 1} of {n}; got {got}")
+        return got
+
+    async def until_closed(self, timeout: float = 10) -> tuple[list, dict, float]:
+        """Messages received until ws's 'close' event, that event, seconds taken."""
+        got = []
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while self.closed is None:
+            ev = await self.event(max(0.01, deadline - time.monotonic()))
+            if ev["event"] == "message":
+                got.append(self.message(ev))
+        return got, self.closed, time.monotonic() - t0
+
+
+@contextlib.asynccontextmanager
+async def node_client(proxy: ProxyProcess, compression: str | None = None, path: str = "/"):
+    """A Node `ws` client through the proxy, perMessageDeflate on (threshold 0) when `compression`
+    is set; checks that permessage-deflate was negotiated exactly then. Closes with 1000 at the
+    end unless the connection is closed already, and checks that node exits 0."""
+    deflate = bool(compression)
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(NODE_FAULT_CLIENT), "--url", proxy.url(path), *(["--deflate"] if deflate else []),
+        env=dict(os.environ, NODE_PATH=NODE_PATH), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    nc = NodeClient(proc)
+    try:
+        opened = await nc.event()
+        assert opened["event"] == "open", opened
+        assert ("permessage-deflate" in opened["extensions"]) == deflate, opened
+        nc.local_address = tuple(opened["local"])
+        yield nc
+        if nc.closed is None:
+            await nc.close()
+            await nc.until_closed()
+        rc = await asyncio.wait_for(proc.wait(), 10)
+        assert rc == 0, (rc, nc.events)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def check_node_compression(events, conn, compression) -> None:
+    """The log saw permessage-deflate exactly when asked, and the Node client compressed what
+    it sent (threshold 0): its first message, which no fault touched, went through compressed.
+    (Later ones may be copies or changes the proxy sent uncompressed.)"""
+    (opened,) = of_type(events, "connection-open", conn)
+    assert bool(opened["compression"]) == bool(compression), opened
+    sent = messages_of(events, conn, C2S)
+    assert sent and sent[0]["compressed"] is bool(compression), [(m["text"], m["compressed"]) for m in sent]
+    if not compression:
+        assert not any(m["compressed"] for m in sent)
+
+
+@COMPRESSION
+def test_node_client_drop_text_match(fault_proxy, node_ws, compression):
+    """drop `^secret` (both directions) between a Node `ws` client and a websockets server:
+    the dropped messages are missing, the others intact and in order, and later messages in
+    both directions still arrive intact (both inflaters stay in step)."""
+    rules = {"rules": [{"id": "drop-secret", "action": "drop", "match": {"text": "^secret"}}]}
+    up_msgs = [f"hello 0 {FILLER}", f"secret a {FILLER}", f"hello 1 {FILLER}"]
+    batch1 = [f"public 1 {FILLER}", f"secret 2 {FILLER}", f"public 3 {FILLER}", f"secret 4 {FILLER}",
+              f"public 5 {FILLER}"]
+    blob = bytes(range(256)) * 4
+    batch2 = [f"public 6 {FILLER}", blob, f"public 7 {FILLER}"]
+
+    async def scenario():
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with node_client(proxy, compression) as nc:
+                for m in up_msgs:
+                    await nc.send(m)
+                assert await nc.recv_n(2) == [up_msgs[0], up_msgs[2]]
+                await nc.send(cmd_send(batch1))
+                assert await nc.recv_n(3) == [batch1[0], batch1[2], batch1[4]]
+                await nc.send(f"hello 2 {FILLER}")
+                await nc.send(cmd_send(batch2))
+                assert await nc.recv_n(4) == [f"hello 2 {FILLER}", *batch2]
+                await nc.send(f"secret b {FILLER}")
+                await nc.send(blob)
+                assert await nc.recv_n(1) == [blob]
+            assert (nc.closed["code"], nc.errors) == (1000, []), nc.events
+            side = await up.ended()
+            assert side.received == [up_msgs[0], up_msgs[2], cmd_send(batch1), f"hello 2 {FILLER}",
+                                     cmd_send(batch2), blob]
+            assert side.rcvd is not None and side.rcvd.code == 1000, side
+            events = await stop(proxy)
+        conn = connection_for(events, nc.local_address)
+        faults = fault_events(events, "drop-secret")
+        assert [(f["direction"], f["action"], f.get("opcode"), f.get("message"), f["connection"]) for f in faults] == [
+            (C2S, "drop", "text", 2, conn), (S2C, "drop", "text", 4, conn), (S2C, "drop", "text", 6, conn),
+            (C2S, "drop", "text", 7, conn)], faults
+        assert payloads(events, conn, C2S) == side.received
+        assert payloads(events, conn, S2C) == [up_msgs[0], up_msgs[2], batch1[0], batch1[2], batch1[4],
+                                               f"hello 2 {FILLER}", *batch2, blob]
+        check_node_compression(events, conn, compression)
+        check_clean_log(events, connections=1)
+        assert events[-1]["faults"] == 4
+
+    run(scenario())
+
+
+@COMPRESSION
+def test_node_client_close_to_client(fault_proxy, node_ws, compression):
+    """close to-client (4000, "bye") after `^quit`: ws's 'close' event reports 4000 and the
+    reason; the server's echo of the next message never reaches it."""
+    rules = [{"id": "bye", "action": "close", "direction": "to-client", "code": 4000, "reason": "bye",
+              "match": {"text": "^quit"}}]
+
+    async def scenario():
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with node_client(proxy, compression) as nc:
+                await nc.send(f"quit {FILLER}")
+                await nc.send(f"more {FILLER}")  # echoed after the close: must not reach the client
+                got, closed, _ = await nc.until_closed()
+            assert got == [f"quit {FILLER}"], got
+            assert (closed["code"], closed["reason"]) == (4000, "bye"), nc.events
+            assert nc.errors == [], nc.events
+            await up.ended()
+            events = await stop(proxy)
+        conn = connection_for(events, nc.local_address)
+        faults = fault_events(events, "bye")
+        assert [(f["action"], f["direction"], f["connection"]) for f in faults] == [("close", S2C, conn)], faults
+        closes = [f for f in frames_of(events, conn, S2C) if f["opcodeName"] == "close"]
+        assert [(f["closeCode"], f["closeReason"]) for f in closes] == [(4000, "bye")]
+        assert payloads(events, conn, S2C) == [f"quit {FILLER}"]
+        check_node_compression(events, conn, compression)
+
+    run(scenario())
+
+
+@COMPRESSION
+def test_node_client_corrupt_invalid_utf8(fault_proxy, node_ws, compression):
+    """corrupt invalid-utf8 to-client: ws fails the connection with 1007 (error
+    WS_ERR_INVALID_UTF8; its close frame 1007 reaches the server). ws stops reading once it
+    has failed the connection, so its 'close' event says 1006 whatever the server answers."""
+    rules = [{"id": "corrupt", "action": "corrupt", "kind": "invalid-utf8", "direction": "to-client",
+              "match": {"text": "^bad"}}]
+
+    async def scenario():
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with node_client(proxy, compression) as nc:
+                await nc.send(f"good {FILLER}")
+                assert await nc.recv_n(1) == [f"good {FILLER}"]
+                await nc.send(f"bad message {FILLER}")
+                got, closed, _ = await nc.until_closed()
+            assert got == [], got
+            assert [(e["code"], e["status"]) for e in nc.errors] == [("WS_ERR_INVALID_UTF8", 1007)], nc.events
+            assert closed["code"] == 1006, nc.events
+            side = await up.ended()
+            assert side.rcvd is not None and side.rcvd.code == 1007, f"the server got {side.rcvd}"
+            events = await stop(proxy)
+        conn = connection_for(events, nc.local_address)
+        faults = fault_events(events, "corrupt")
+        assert [(f["action"], f["direction"], f["connection"]) for f in faults] == [("corrupt", S2C, conn)], faults
+        (bad,) = [m for m in messages_of(events, conn, S2C) if b"bad message" in b64d(m["payloadBase64"])]
+        assert b"\xff" in b64d(bad["payloadBase64"]), bad
+        closes = [f for f in frames_of(events, conn, C2S) if f["opcodeName"] == "close"]
+        assert [f["closeCode"] for f in closes] == [1007], closes
+        check_node_compression(events, conn, compression)
+
+    run(scenario())
+
+
+@COMPRESSION
+def test_node_client_fragment(fault_proxy, node_ws, compression):
+    """fragment size 3 (both directions): the websockets server and the ws client each get
+    the message whole; the log shows frames of at most 3 payload bytes."""
+    msg = "fragment this message ✓ please"
+    rules = [{"id": "slicer", "action": "fragment", "size": 3, "match": {"text": "^frag"}}]
+
+    async def scenario():
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with node_client(proxy, compression) as nc:
+                await nc.send(msg)
+                assert await nc.recv_n(1) == [msg]
+                await nc.send(f"whole {FILLER}")
+                assert await nc.recv_n(1) == [f"whole {FILLER}"]
+            assert (nc.closed["code"], nc.errors) == (1000, []), nc.events
+            side = await up.ended()
+            assert side.received == [msg, f"whole {FILLER}"]
+            events = await stop(proxy)
+        conn = connection_for(events, nc.local_address)
+        for direction in (C2S, S2C):
+            frames = data_frames(events, conn, direction)
+            end = next(i for i, f in enumerate(frames) if f["fin"])
+            pieces = frames[:end + 1]
+            assert len(pieces) > 1, pieces
+            assert [f["opcode"] for f in pieces] == [1] + [0] * (len(pieces) - 1)
+            assert [f["fin"] for f in pieces] == [False] * (len(pieces) - 1) + [True]
+            assert all(f["payloadLength"] <= 3 for f in pieces), [f["payloadLength"] for f in pieces]
+            assert all(f["masked"] is (direction == C2S) for f in pieces)
+            if not compression:
+                assert b"".join(b64d(f["payloadBase64"]) for f in pieces) == msg.encode()
+            assert payloads(events, conn, direction) == [msg, f"whole {FILLER}"]
+            assert messages_of(events, conn, direction)[0]["frames"] == len(pieces)
+            assert len(frames) == len(pieces) + 1  # the second message was not touched
+        got = [(f["action"], f["direction"]) for f in fault_events(events, "slicer")]
+        assert got == [("fragment", C2S), ("fragment", S2C)], got
+        check_node_compression(events, conn, compression)
+        check_clean_log(events, connections=1)
+
+    run(scenario())
+
+
+@COMPRESSION
+def test_node_client_inject_at_ms(fault_proxy, node_ws, compression):
+    """inject to-client at 100 ms (binary) and at 300 ms (text): ws receives both, in time
+    order, uncompressed; its own traffic keeps flowing afterwards."""
+    blob = b"\x00\x01injected\xff"
+    rules = [{"id": "blob", "action": "inject", "direction": "to-client", "opcode": "binary",
+              "base64": base64.b64encode(blob).decode(), "at_ms": 100},
+             {"id": "later", "action": "inject", "direction": "to-client", "text": "injected at 300 ms ✓",
+              "at_ms": 300}]
+
+    async def scenario():
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            t0 = time.monotonic()
+            async with node_client(proxy, compression) as nc:
+                assert await nc.recv_n(1) == [blob]
+                assert await nc.recv_n(1) == ["injected at 300 ms ✓"]
+                assert time.monotonic() - t0 >= 0.3
+                await nc.send(f"after injection {FILLER}")
+                assert await nc.recv_n(1) == [f"after injection {FILLER}"]
+            assert (nc.closed["code"], nc.errors) == (1000, []), nc.events
+            side = await up.ended()
+            assert side.received == [f"after injection {FILLER}"]
+            events = await stop(proxy)
+        conn = connection_for(events, nc.local_address)
+        for rule in ("blob", "later"):
+            faults = fault_events(events, rule)
+            assert [(f["action"], f["direction"], f["connection"]) for f in faults] == [("inject", S2C, conn)], faults
+        assert payloads(events, conn, S2C) == [blob, "injected at 300 ms ✓", f"after injection {FILLER}"]
+        injected = data_frames(events, conn, S2C)[:2]
+        assert all(not f["rsv1"] and f["fin"] and not f["masked"] for f in injected), injected
+        check_node_compression(events, conn, compression)
+        check_clean_log(events, connections=1)
+
+    run(scenario())
+
+
+@COMPRESSION
+def test_node_client_duplicate(fault_proxy, node_ws, compression):
+    """duplicate copies 1 to-client (`^dup`): ws receives the message twice; default copies
+    to-server (`^twice`): the server gets the ws client's message twice."""
+    rules = [{"id": "dup", "action": "duplicate", "copies": 1, "direction": "to-client", "match": {"text": "^dup"}},
+             {"id": "twice", "action": "duplicate", "direction": "to-server", "match": {"text": "^twice"}}]
+
+    async def scenario():
+        async with fault_session(fault_proxy, compression, rules) as (up, proxy):
+            async with node_client(proxy, compression) as nc:
+                await nc.send(cmd_send([f"dup me {FILLER}", f"after {FILLER}"]))
+                assert await nc.recv_n(3) == [f"dup me {FILLER}"] * 2 + [f"after {FILLER}"]
+                await nc.send(f"twice {FILLER}")
+                assert await nc.recv_n(2) == [f"twice {FILLER}"] * 2  # the server got it twice, echoed both
+                await nc.send(f"tail {FILLER}")
+                assert await nc.recv_n(1) == [f"tail {FILLER}"]
+            assert (nc.closed["code"], nc.errors) == (1000, []), nc.events
+            side = await up.ended()
+            assert side.received == [cmd_send([f"dup me {FILLER}", f"after {FILLER}"]), *[f"twice {FILLER}"] * 2,
+                                     f"tail {FILLER}"]
+            events = await stop(proxy)
+        conn = connection_for(events, nc.local_address)
+        got = [(f["rule"], f["action"], f["direction"], f["connection"]) for f in fault_events(events)]
+        assert got == [("dup", "duplicate", S2C, conn), ("twice", "duplicate", C2S, conn)], got
+        assert payloads(events, conn, S2C) == [f"dup me {FILLER}"] * 2 + [f"after {FILLER}"] + \
+            [f"twice {FILLER}"] * 2 + [f"tail {FILLER}"]
+        assert payloads(events, conn, C2S) == side.received
+        check_node_compression(events, conn, compression)
+        check_clean_log(events, connections=1)
+
+    run(scenario())
