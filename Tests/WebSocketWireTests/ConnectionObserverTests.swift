@@ -258,3 +258,32 @@ import WebSocketWire
         }
     }
 }
+
+@Suite struct RetentionLimitTests {
+    /// A masked binary frame longer than the retention limit: the kept
+    /// prefix is unmasked (RFC 6455 §5.3) and the rest only counted,
+    /// whatever the pieces the bytes arrive in.
+    @Test(arguments: [1, 7, 64, 10_000])
+    func keepsAnUnmaskedPrefixOfALongMaskedFrame(pieceSize: Int) {
+        let payload = (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let bytes = frameBytes(opcode: .binary, key: key, payload: payload) + frameBytes(opcode: .text, key: key, payload: Array("after".utf8))
+        var configuration = ObserverConfiguration()
+        configuration.maximumRetainedPayload = 100
+        var harness = ObserverHarness(configuration: configuration)
+        harness.handshake()
+        var offset = 0
+        while offset < bytes.count {
+            harness.send(Array(bytes[offset..<min(bytes.count, offset + pieceSize)]), .clientToServer)
+            offset += pieceSize
+        }
+        let frames = harness.frames.filter { $0.direction == .clientToServer }
+        #expect(frames.map(\.header.opcode) == [.binary, .text])
+        #expect(Array(frames[0].payload.readableBytesView) == Array(payload.prefix(100)))
+        #expect(frames[0].payloadTruncated)
+        let messages = harness.messages.filter { $0.direction == .clientToServer }
+        #expect(messages.map(\.length) == [3000, 5])
+        #expect(Array(messages[0].payload.readableBytesView) == Array(payload.prefix(100)))
+        #expect(String(buffer: messages[1].payload) == "after")
+        #expect(harness.allFindingKinds.isEmpty)
+    }
+}
