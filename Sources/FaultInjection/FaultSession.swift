@@ -630,13 +630,12 @@ public struct FaultSession {
             for control in interleaved { process([control], in: index, at: now) }
         }
         if !plan.drop {
-            var body = plan.payload ?? payload
+            var body = plan.payload ?? plain ?? payload
             if plan.corruptions.contains(.invalidUTF8) {
-                body = (plan.payload ?? plain ?? payload)
                 body.insert(0xFF, at: body.count / 2)
             }
             let changed = plan.payload != nil || plan.corruptions.contains(.invalidUTF8)
-            if !plan.reframes && !(compressed && lanes[index].reencoding) {
+            if keepsOrder {
                 // Unchanged: the original bytes, in their original order.
                 for entry in entries {
                     if !interleaved.isEmpty && entry.header.opcode.isControl {
@@ -654,11 +653,15 @@ public struct FaultSession {
                 let keepCompressed = compressed && !changed && !lanes[index].reencoding
                 enqueue(encode(opcode, keepCompressed ? payload : body, rsv1: keepCompressed, plan, direction), in: index, at: now, delay: plan.delay)
             }
+            // Copies go uncompressed too, unless the message could not be inflated.
+            let copy = plan.payload ?? plain ?? payload
+            var copyPlan = plan
+            copyPlan.corruptions = []
             for _ in 0..<plan.copies {
-                let copy = compressed ? (plain ?? payload) : (plan.payload ?? payload)
-                var plainPlan = plan
-                plainPlan.corruptions = []
-                enqueue(encode(opcode, copy, rsv1: compressed && plain == nil, plainPlan, direction), in: index, at: now, delay: plan.delay)
+                enqueue(
+                    encode(opcode, copy, rsv1: compressed && plain == nil && plan.payload == nil, copyPlan, direction),
+                    in: index, at: now, delay: plan.delay
+                )
             }
             countForwardedMessage(index, at: now)
         }

@@ -224,3 +224,18 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
         #expect(dropping.events.map(\.action) == ["drop"])
     }
 }
+
+@Suite struct CombinedFaultTests {
+    /// Rules apply in order to one message: a rewritten, duplicated
+    /// compressed message goes out rewritten each time, uncompressed.
+    @Test func duplicateOfARewrittenCompressedMessage() throws {
+        var harness = try SessionHarness(
+            rules: rules(#"[{"action": "rewrite", "set": "Howdy"}, {"action": "duplicate", "copies": 1}]"#),
+            deflate: "permessage-deflate"
+        )
+        harness.feed(Wire.frame(0x1, FaultSessionTests.hello, rsv1: true), from: .serverToClient)
+        let frames = Wire.frames(harness.take(.serverToClient))
+        #expect(frames.map(\.byte0) == [0x81, 0x81])
+        #expect(frames.map(\.payload) == [Array("Howdy".utf8), Array("Howdy".utf8)])
+    }
+}
