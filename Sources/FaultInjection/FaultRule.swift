@@ -111,6 +111,9 @@ public struct FaultRule: Sendable {
     public var at: Int?
     /// For faults that fire on time: the period.
     public var every: Int?
+    /// Told apart from every other rule of the run by the ``RuleBook`` that
+    /// stores it, whatever its id.
+    public internal(set) var serial = 0
 
     public init(
         id: String, action: Action, direction: FaultDirection = .both, match: FaultMatch = FaultMatch(),

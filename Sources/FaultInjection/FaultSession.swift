@@ -51,7 +51,9 @@ public struct FaultSession {
     private var random: SplitMix64
     private let maskingKey: () -> MaskingKey
     private var rules: [FaultRule] = []
-    private var ruleStates: [String: RuleState] = [:]
+    /// Per rule, by its serial: a rule removed and added again under the
+    /// same id starts afresh.
+    private var ruleStates: [Int: RuleState] = [:]
     private var lanes: [Lane]
     private var deflate: DeflateParameters?
     private var upgradedAt: Timestamp?
@@ -109,18 +111,18 @@ public struct FaultSession {
     /// scheduled from the upgrade (or from now, if that time has passed).
     public mutating func update(rules: [FaultRule], at now: Timestamp) {
         self.rules = rules.filter { $0.match.admits(connection: connection, target: target) }
-        let ids = Set(self.rules.map(\.id))
-        ruleStates = ruleStates.filter { ids.contains($0.key) }
+        let serials = Set(self.rules.map(\.serial))
+        ruleStates = ruleStates.filter { serials.contains($0.key) }
         if upgradedAt != nil { scheduleTimedRules(at: now) }
         applyStandingRules(at: now)
     }
 
     private mutating func scheduleTimedRules(at now: Timestamp) {
         guard let upgradedAt else { return }
-        for rule in rules where rule.firesOnTime && ruleStates[rule.id]?.scheduled != true {
+        for rule in rules where rule.firesOnTime && ruleStates[rule.serial]?.scheduled != true {
             let offset = Int64(rule.at ?? rule.every ?? 0) * 1_000_000
-            ruleStates[rule.id, default: RuleState()].nextFire = max(now, Timestamp(nanoseconds: upgradedAt.nanoseconds + offset))
-            ruleStates[rule.id]?.scheduled = true
+            ruleStates[rule.serial, default: RuleState()].nextFire = max(now, Timestamp(nanoseconds: upgradedAt.nanoseconds + offset))
+            ruleStates[rule.serial]?.scheduled = true
         }
     }
 
@@ -147,11 +149,11 @@ public struct FaultSession {
                 default:
                     break
                 }
-                if let detail, ruleStates[rule.id]?.announced != true {
+                if let detail, ruleStates[rule.serial]?.announced != true {
                     record(rule, direction, at: now, detail)
                 }
             }
-            ruleStates[rule.id, default: RuleState()].announced = true
+            ruleStates[rule.serial, default: RuleState()].announced = true
         }
     }
 
@@ -256,15 +258,15 @@ public struct FaultSession {
         }
         for rule in rules where rule.firesOnTime {
             // Catch up on every period that has passed, in order.
-            while var state = ruleStates[rule.id], let due = state.nextFire, due <= now {
+            while var state = ruleStates[rule.serial], let due = state.nextFire, due <= now {
                 if let times = rule.times, state.applied >= times {
-                    ruleStates[rule.id]?.nextFire = nil
+                    ruleStates[rule.serial]?.nextFire = nil
                     break
                 }
                 state.nextFire = rule.every.map { Timestamp(nanoseconds: due.nanoseconds + Int64($0) * 1_000_000) }
                 let fires = random.chance(rule.probability)
                 if fires { state.applied += 1 }
-                ruleStates[rule.id] = state
+                ruleStates[rule.serial] = state
                 if fires { fireOnTime(rule, at: now) }
             }
         }
@@ -542,10 +544,10 @@ public struct FaultSession {
         var plan = Plan()
         for rule in applicable {
             guard rule.match.admits(opcode: opcode, text: text, sinceUpgrade: sinceUpgrade) else { continue }
-            var state = ruleStates[rule.id] ?? RuleState()
+            var state = ruleStates[rule.serial] ?? RuleState()
             let count = state.admitted[direction, default: 0] + 1
             state.admitted[direction] = count
-            ruleStates[rule.id] = state
+            ruleStates[rule.serial] = state
             guard rule.match.takes(count: count) else { continue }
             if let times = rule.times, state.applied >= times { continue }
             if rule.times == nil && state.applied > 0 {
@@ -554,7 +556,7 @@ public struct FaultSession {
                 if case .timeout = rule.action { continue }
             }
             guard random.chance(rule.probability) else { continue }
-            ruleStates[rule.id]?.applied += 1
+            ruleStates[rule.serial]?.applied += 1
             let what = "\(opcode.name) message #\(number), \(plain?.count ?? length) bytes"
             var detail = what
             switch rule.action {
@@ -576,8 +578,12 @@ public struct FaultSession {
                 detail = "after \(what): sent \(describe(message)) to the \(direction.receiverName)"
             case .rewrite(let rewrite):
                 let before = plan.payload ?? plain ?? payload
-                plan.payload = apply(rewrite, to: before, opcode: opcode)
-                detail = "rewrote \(what) to \(plan.payload!.count) bytes"
+                var after = apply(rewrite, to: before, opcode: opcode)
+                // A control frame carries at most 125 bytes (RFC 6455 §5.5);
+                // breaking that is what `corrupt: oversized-control` is for.
+                if opcode.isControl && after.count > 125 { after.removeLast(after.count - 125) }
+                plan.payload = after
+                detail = "rewrote \(what) to \(after.count) bytes"
             case .duplicate(let copies):
                 plan.copies += copies
                 detail = "sent \(what) \(copies + 1) times"

@@ -7,6 +7,7 @@ public final class RuleBook: Sendable {
     private struct State {
         var rules: [FaultRule] = []
         var version = 0
+        var lastSerial = 0
     }
 
     private let state = Mutex(State())
@@ -42,6 +43,8 @@ public final class RuleBook: Sendable {
                     throw FaultRuleError("two rules have the id '\(rule.id)'")
                 }
                 taken.insert(rule.id)
+                state.lastSerial += 1
+                rule.serial = state.lastSerial
                 added.append(rule)
             }
             state.rules += added

@@ -239,3 +239,33 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
         #expect(frames.map(\.payload) == [Array("Howdy".utf8), Array("Howdy".utf8)])
     }
 }
+
+@Suite struct RuleLifecycleTests {
+    /// A timed rule removed and added again under the same id starts afresh
+    /// instead of inheriting a fire time already past (found by fuzzing:
+    /// the relay's timer then fired over and over).
+    @Test func readdedRuleStartsAfresh() throws {
+        let book = try RuleBook()
+        var session = FaultSession(connection: 1, target: "/", isUpgradeRequest: true, seed: 1) { SessionHarness.key }
+        var now = Timestamp(nanoseconds: 1_000_000_000)
+        session.receive(ByteBuffer(bytes: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".utf8)), from: .serverToClient, at: now)
+        try book.add(rules(#"[{"id": "tick", "action": "inject", "text": "t", "every_ms": 100, "direction": "to-client"}]"#))
+        session.update(rules: book.snapshot.rules, at: now)
+        _ = book.remove(id: "tick")
+        session.update(rules: book.snapshot.rules, at: now)
+        try book.add(rules(#"[{"id": "tick", "action": "drop", "match": {"text": "never"}}]"#))
+        session.update(rules: book.snapshot.rules, at: now)
+        now = Timestamp(nanoseconds: now.nanoseconds + 500_000_000)
+        session.advance(to: now)
+        while session.nextDelivery(.serverToClient, at: now) != nil {}
+        #expect(session.nextWakeUp == nil)
+    }
+
+    /// A rewrite never makes a control frame longer than RFC 6455 §5.5 allows.
+    @Test func rewrittenPingStaysWithin125Bytes() throws {
+        var harness = try SessionHarness(rules: rules(#"[{"action": "rewrite", "set": "\#(String(repeating: "x", count: 200))", "match": {"opcode": "ping"}}]"#))
+        harness.feed(Wire.frame(0x9, Array("hi".utf8)), from: .serverToClient)
+        let frames = Wire.frames(harness.take(.serverToClient))
+        #expect(frames.map(\.payload.count) == [125])
+    }
+}
