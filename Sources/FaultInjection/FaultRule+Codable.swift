@@ -45,6 +45,13 @@ extension FaultRule: Codable {
         "refuse": [],
     ]
 
+    /// Bounds that keep times and counts far from overflowing: a million
+    /// seconds is over eleven days.
+    static let maximums: [String: Int] = [
+        "ms": 1_000_000_000, "jitter_ms": 1_000_000_000, "at_ms": 1_000_000_000, "every_ms": 1_000_000_000,
+        "copies": 1000,
+    ]
+
     /// Decodes a rule; an id missing here is given by the ``RuleBook``.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: RuleKey.self)
@@ -52,6 +59,8 @@ extension FaultRule: Codable {
         func int(_ key: String, minimum: Int = 0) throws -> Int? {
             guard let value = try c.decodeIfPresent(Int.self, forKey: RuleKey(key)) else { return nil }
             guard value >= minimum else { throw FaultRuleError("'\(key)' must be at least \(minimum), not \(value)") }
+            let maximum = FaultRule.maximums[key] ?? Int.max
+            guard value <= maximum else { throw FaultRuleError("'\(key)' must be at most \(maximum), not \(value)") }
             return value
         }
         guard let actionName = try string("action") else {
@@ -278,6 +287,7 @@ extension FaultMatch: Codable {
         func int(_ key: String, minimum: Int) throws -> Int? {
             guard let value = try c.decodeIfPresent(Int.self, forKey: RuleKey(key)) else { return nil }
             guard value >= minimum else { throw FaultRuleError("match: '\(key)' must be at least \(minimum), not \(value)") }
+            guard value <= 1_000_000_000 else { throw FaultRuleError("match: '\(key)' must be at most 1000000000, not \(value)") }
             return value
         }
         text = try c.decodeIfPresent(String.self, forKey: RuleKey("text")).map { try FaultRule.pattern($0, "match.text") }

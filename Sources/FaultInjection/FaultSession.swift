@@ -492,9 +492,16 @@ public struct FaultSession {
     private mutating func inflate(_ payload: [UInt8], in index: Int) -> [UInt8]? {
         guard let inflater = lanes[index].inflater, !lanes[index].inflateFailed else { return nil }
         var out: [UInt8] = []
+        // A message that inflates past this is a deflate bomb, not traffic
+        // to fault: the direction is then passed on untouched.
+        let cap = 4 * FaultSession.largestHeldFrame
+        let keep: (UnsafeRawBufferPointer) throws -> Void = { piece in
+            guard out.count + piece.count <= cap else { throw FaultRuleError("the message inflates past \(cap) bytes") }
+            out.append(contentsOf: piece)
+        }
         do {
-            try payload.withUnsafeBytes { bytes in try inflater.inflate(bytes) { out.append(contentsOf: $0) } }
-            try Inflater.messageTail.withUnsafeBytes { bytes in try inflater.inflate(bytes) { out.append(contentsOf: $0) } }
+            try payload.withUnsafeBytes { bytes in try inflater.inflate(bytes, sink: keep) }
+            try Inflater.messageTail.withUnsafeBytes { bytes in try inflater.inflate(bytes, sink: keep) }
         } catch {
             lanes[index].inflateFailed = true
             return nil

@@ -55,6 +55,8 @@ public final class Deflater: @unchecked Sendable {
         if output.suffix(4).elementsEqual(Inflater.messageTail) {
             output.removeLast(4)
         }
-        return output
+        // zlib writes nothing for an empty message after a flush; the
+        // receiver needs one empty block, 0x00 (RFC 7692 §7.2.3.6).
+        return output.isEmpty ? [0x00] : output
     }
 }

@@ -39,7 +39,7 @@ public final class Inflater: @unchecked Sendable {
     public static let messageTail: [UInt8] = [0x00, 0x00, 0xFF, 0xFF]
 
     /// Inflates `input`, passing each produced piece to `sink`.
-    public func inflate(_ input: UnsafeRawBufferPointer, sink: (UnsafeRawBufferPointer) -> Void) throws {
+    public func inflate(_ input: UnsafeRawBufferPointer, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard let base = input.baseAddress, input.count > 0 else { return }
         stream.pointee.next_in = UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: Bytef.self))
         stream.pointee.avail_in = uInt(input.count)
@@ -54,7 +54,7 @@ public final class Inflater: @unchecked Sendable {
                 stream.pointee.avail_out = uInt(out.count)
                 let status = CZlib.inflate(stream, Z_SYNC_FLUSH)
                 let produced = out.count - Int(stream.pointee.avail_out)
-                if produced > 0 { sink(UnsafeRawBufferPointer(rebasing: out[0..<produced])) }
+                if produced > 0 { try sink(UnsafeRawBufferPointer(rebasing: out[0..<produced])) }
                 switch status {
                 case Z_OK, Z_BUF_ERROR:
                     break
@@ -72,7 +72,7 @@ public final class Inflater: @unchecked Sendable {
         }
     }
 
-    public func inflate(_ buffer: ByteBuffer, sink: (UnsafeRawBufferPointer) -> Void) throws {
+    public func inflate(_ buffer: ByteBuffer, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         try buffer.withUnsafeReadableBytes { bytes in try inflate(bytes, sink: sink) }
     }
 }

@@ -269,3 +269,32 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
         #expect(frames.map(\.payload.count) == [125])
     }
 }
+
+@Suite struct CompressionEdgeTests {
+    /// An empty message compressed by the proxy is one empty block, 0x00
+    /// (RFC 7692 §7.2.3.6), and the next message still inflates after it.
+    @Test func emptyMessageAfterReencodingIsOneEmptyBlock() throws {
+        var harness = try SessionHarness(
+            rules: rules(#"[{"action": "drop", "match": {"nth": 1}, "direction": "to-client"}]"#), deflate: "permessage-deflate"
+        )
+        let sender = Deflater()
+        let messages = ["dropped", "", "after"].map { sender.compressMessage(Array($0.utf8)) }
+        harness.feed(messages.flatMap { Wire.frame(0x1, $0, rsv1: true) }, from: .serverToClient)
+        let frames = Wire.frames(harness.take(.serverToClient))
+        #expect(frames.map(\.byte0) == [0xC1, 0xC1])
+        #expect(frames[0].payload == [0x00])
+        let receiver = Inflater()
+        #expect(try inflate(frames[0].payload, with: receiver) == "")
+        #expect(try inflate(frames[1].payload, with: receiver) == "after")
+    }
+
+    /// A deflate bomb is passed on untouched instead of being inflated
+    /// into memory without end.
+    @Test func deflateBombPassesUntouched() throws {
+        var harness = try SessionHarness(rules: rules(#"[{"action": "drop", "match": {"text": "never"}}]"#), deflate: "permessage-deflate")
+        let bomb = Deflater().compressMessage([UInt8](repeating: 0, count: 4 * FaultSession.largestHeldFrame + 1))
+        let frame = Wire.frame(0x2, bomb, rsv1: true)
+        harness.feed(frame, from: .serverToClient)
+        #expect(harness.take(.serverToClient) == frame)
+    }
+}

@@ -43,6 +43,7 @@ import Testing
         (#"[{"action": "inject", "opcode": "ping", "text": "\#(String(repeating: "x", count: 126))"}]"#, "at most 125 bytes"),
         (#"{"rule": []}"#, "unknown top-level key 'rule'"),
         (#"[{"action": "fragment", "size": 0}]"#, "'size' must be at least 1"),
+        (#"[{"action": "delay", "ms": 99999999999999}]"#, "'ms' must be at most"),
     ])
     func badRulesSayWhatIsWrong(text: String, expected: String) {
         do {
