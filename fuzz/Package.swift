@@ -1,8 +1,9 @@
 // swift-tools-version:6.2
 import PackageDescription
 
-/// libFuzzer targets for the wire decoder and the capture path. A package of its
-/// own so that `-sanitize=fuzzer` never touches the main build; see README.md.
+/// libFuzzer targets for the wire decoder, the capture path and the fault
+/// engine. A package of its own so that `-sanitize=fuzzer` never touches the
+/// main build; see README.md.
 let package = Package(
     name: "wsinspect-fuzz",
     dependencies: [
@@ -24,6 +25,16 @@ let package = Package(
             name: "FuzzFrameDecoder",
             dependencies: [
                 "FuzzSupport",
+                .product(name: "WebSocketWire", package: "wsinspect"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: [.treatAllWarnings(as: .error)]
+        ),
+        .executableTarget(
+            name: "FuzzFaultSession",
+            dependencies: [
+                "FuzzSupport",
+                .product(name: "FaultInjection", package: "wsinspect"),
                 .product(name: "WebSocketWire", package: "wsinspect"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

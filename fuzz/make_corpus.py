@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the seed corpora in fuzz/corpus/, all generated here (no third-party bytes).
 
-The input formats are documented in Sources/FuzzFrameDecoder/Script.swift and
-Sources/FuzzCapturePath/PacketScript.swift / PacketBuilder.swift.
+The input formats are documented in Sources/FuzzFrameDecoder/Script.swift,
+Sources/FuzzCapturePath/PacketScript.swift / PacketBuilder.swift and
+Sources/FuzzFaultSession/Script.swift.
 
 Usage: fuzz/make_corpus.py   (rewrites fuzz/corpus/*/seed-*)
 """
@@ -332,6 +333,202 @@ def capture_seeds():
     return seeds
 
 
+# --- FuzzFaultSession -------------------------------------------------------
+
+# Rule table indices (Sources/FuzzFaultSession/RuleTable.swift).
+R = dict(
+    drop=0, drop_b=1, drop_nth2=2, delay=3, delay_jitter=4, stall_msg=5, stall_timed=6, stall_forever=7,
+    timeout_msg=8, timeout_timed=9, inject_at=10, inject_every=11, inject_after=12, inject_close_every=13,
+    rewrite_replace=14, rewrite_set=15, rewrite_set_binary=16, duplicate=17, fragment1=18, fragment3=19,
+    corrupt_utf8=20, corrupt_rsv1=21, corrupt_rsv2=22, corrupt_rsv3=23, corrupt_opcode=24,
+    corrupt_unmasked=25, corrupt_masked=26, corrupt_oversized=27, close_msg=28, close_timed=29,
+    abort_msg=30, abort_timed=31, half_close_msg=32, half_close_timed=33, limit_bytes=34,
+    limit_messages=35, limit_one_byte=36, throttle=37, throttle_slow=38, slow_close=39, refuse=40,
+    inject_every_binary=41, delay_control=42, drop_control=43, duplicate_close=44, rewrite_empty_all=45,
+    drop_window=46, drop_path=47, drop_other_connection=48, fragment_half=49, rewrite_empty_nth2=50,
+    corrupt_binary=51, inject_pong=52, half_close_every=53,
+)
+# Start modes and extension choices (Script.start, Script.extensions).
+GEN101, CONTINUE101, SCRIPTED, NOT_UPGRADE = 0, 1, 2, 3
+NO_EXT, PMD, PMD_NO_CONTEXT, PMD_BITS, PMD_CLIENT10, WEBKIT, PMD_SERVER12, PMD_BAD = range(8)
+TO_SERVER, TO_CLIENT = 0, 1
+WORDS = dict(a=0, b=1, x=2, hello=3, boom=4, secret=5, ab=6, Hello=7, json=8, utf8=9, empty=10, bab=11,
+             ping=12, aaaa=13, fox=14, bad=15)
+
+
+def fs_header(rules, ext=NO_EXT, start=GEN101, piece=0, seed=0, by_position=False):
+    assert len(rules) <= 7
+    out = bytes([len(rules) | (8 if by_position else 0) | (seed & 15) << 4,
+                 ext | start << 3 | piece << 5, seed >> 4 & 0xFF])
+    for rule in rules:
+        index, modifier = rule if isinstance(rule, tuple) else (rule, 0)
+        out += bytes([index, modifier])
+    return out
+
+
+def word(name, times=1):
+    return bytes([(times - 1) << 4 | WORDS[name]])
+
+
+def raw_payload(data):
+    assert len(data) <= 127
+    return bytes([0x80 | len(data)]) + data
+
+
+def fs_raw(direction, data):
+    out = b""
+    while data:
+        piece, data = data[:256], data[256:]
+        out += bytes([0x00 | direction << 4, len(piece) - 1]) + piece
+    return out
+
+
+def fs_frame(direction, opcode, payload, fin=True, rsv1=False, rsv2=False, long=False, wrong_mask=False):
+    h = opcode | (0 if fin else 0x10) | (0x20 if rsv1 else 0) | (0x40 if rsv2 else 0) | (0x80 if long else 0)
+    return bytes([0x01 | direction << 4 | (0x20 if wrong_mask else 0), h]) + payload
+
+
+def fs_message(direction, payload, binary=False, compressed=False, fragments=1, ping=False, pong=False, key=0):
+    f = (fragments - 1) | (4 if ping else 0) | (8 if pong else 0) | key << 4
+    return bytes([0x02 | direction << 4 | (0x20 if binary else 0) | (0x40 if compressed else 0), f]) + payload
+
+
+def fs_ms(t):
+    return bytes([0x03, t])
+
+
+FS_WAKE, FS_BEFORE_WAKE, FS_NS = bytes([0x23]), bytes([0x43]), bytes([0x63])
+INJECT = dict(text=0, binary=1, ping=2, pong=3, close=4, reserved=5, reserved_control=6)
+
+
+def fs_inject(direction, kind, payload):
+    return bytes([0x04 | direction << 4 | INJECT[kind] << 5]) + payload
+
+
+def fs_pause(direction, pause=True):
+    return bytes([0x05 | direction << 4 | (0x20 if pause else 0)])
+
+
+def fs_end(direction, full=False):
+    return bytes([0x06 | direction << 4 | (0x20 if full else 0)])
+
+
+def fs_update(rules):
+    out = bytes([0x07, len(rules)])
+    for rule in rules:
+        index, modifier = rule if isinstance(rule, tuple) else (rule, 0)
+        out += bytes([index, modifier])
+    return out
+
+
+def fs_huge(direction, length=0, kind=0, payload=b"\x80"):
+    return bytes([0x08 | direction << 4, length | kind << 2]) + payload
+
+
+def fs_again(direction, times):
+    return bytes([0x09 | direction << 4, times - 1])
+
+
+def fs_close(direction, code_index=0, reason=b"\x8a"):
+    return bytes([0x0A | direction << 4 | code_index << 5]) + reason
+
+
+def fs_modifier(probability=0, direction=0, times=0, match=0):
+    return probability | direction << 2 | times << 4 | match << 6
+
+
+def fault_session_seeds():
+    seeds = {}
+    chatter = b"".join([
+        fs_message(TO_SERVER, word("hello")),
+        fs_message(TO_CLIENT, word("Hello", 3), fragments=3, ping=True, pong=True),
+        fs_message(TO_SERVER, word("fox", 4), binary=True, fragments=2, key=2),
+        fs_frame(TO_CLIENT, 0x9, word("ping")),
+        fs_frame(TO_SERVER, 0xA, word("ping")),
+        fs_message(TO_CLIENT, word("json", 8)),  # 16-bit length
+        fs_ms(20),
+    ])
+    seeds["no-rules-byte-transparent"] = fs_header([], piece=0) + chatter + b"".join([
+        fs_raw(TO_CLIENT, bytes([0x81, 0x03]) + b"ab"),  # a frame cut short ...
+        fs_raw(TO_CLIENT, b"c" + bytes([0x82, 0x7E, 0x00])),  # ... finished, then a header in pieces
+        fs_raw(TO_CLIENT, bytes([0x80]) + b"z" * 128),
+        fs_end(TO_SERVER), fs_end(TO_CLIENT),
+    ])
+    compressed = b"".join([
+        fs_message(TO_CLIENT, word("hello", 4), compressed=True),
+        fs_message(TO_CLIENT, word("hello", 4), compressed=True, fragments=3, ping=True),
+        fs_message(TO_SERVER, word("json", 3), compressed=True, key=1),
+        fs_message(TO_SERVER, word("json", 3), compressed=True, fragments=2, pong=True),
+        fs_message(TO_CLIENT, word("bab", 2)),
+        fs_message(TO_CLIENT, word("b", 8), compressed=True),
+        fs_message(TO_CLIENT, word("hello", 4), compressed=True, binary=True),
+    ])
+    seeds["no-rules-deflate-context-takeover"] = fs_header([], ext=PMD, piece=1) + compressed
+    seeds["drop-under-context-takeover"] = fs_header([R["drop_b"], R["drop_nth2"], R["delay"]], ext=PMD, piece=2) + compressed + fs_ms(100)
+    seeds["rewrite-duplicate-fragment-deflate"] = fs_header(
+        [R["rewrite_replace"], R["duplicate"], R["fragment3"], R["rewrite_empty_nth2"]], ext=PMD, piece=3) + compressed
+    seeds["no-context-takeover-small-windows"] = fs_header([R["drop"] , R["fragment1"]], ext=PMD_BITS, piece=4) + compressed
+    seeds["no-context-takeover"] = fs_header([(R["drop_nth2"], fs_modifier(probability=1))], ext=PMD_NO_CONTEXT) + compressed
+    seeds["client-window-10"] = fs_header([R["corrupt_utf8"], R["corrupt_binary"]], ext=PMD_CLIENT10) + compressed
+    seeds["server-window-12"] = fs_header([R["rewrite_set"], R["drop_b"]], ext=PMD_SERVER12) + compressed
+    seeds["webkit-deflate-frame"] = fs_header([R["drop_b"]], ext=WEBKIT) + compressed
+    seeds["corrupt-every-kind"] = fs_header(
+        [R["corrupt_utf8"], R["corrupt_rsv1"], R["corrupt_rsv2"], R["corrupt_rsv3"], R["corrupt_opcode"],
+         R["corrupt_unmasked"], R["corrupt_masked"]]) + chatter
+    seeds["corrupt-oversized-control-every-2"] = fs_header(
+        [(R["corrupt_oversized"], fs_modifier(match=2)), (R["corrupt_rsv1"], fs_modifier(match=1))], ext=PMD) + chatter + compressed
+    seeds["stall-and-timeout"] = fs_header([R["stall_msg"], R["stall_timed"], R["timeout_msg"]], piece=5) + chatter + b"".join([
+        fs_ms(150), FS_WAKE, fs_message(TO_CLIENT, word("x")), FS_BEFORE_WAKE, FS_WAKE, fs_ms(255)])
+    seeds["stall-for-good-then-both-end"] = fs_header([R["stall_forever"], R["timeout_timed"]]) + chatter + b"".join([
+        fs_message(TO_CLIENT, word("x")), fs_message(TO_CLIENT, word("hello")), fs_end(TO_CLIENT), fs_end(TO_SERVER)])
+    seeds["timed-injections"] = fs_header(
+        [R["inject_at"], R["inject_every"], R["inject_close_every"], R["close_timed"], R["half_close_timed"],
+         R["inject_pong"], R["half_close_every"]], piece=6) + b"".join([
+        fs_ms(5), FS_WAKE, FS_WAKE, FS_BEFORE_WAKE, FS_NS, fs_ms(35)]) + chatter + fs_ms(160)
+    seeds["close-abort-half-close"] = fs_header([R["close_msg"], R["half_close_msg"], R["abort_msg"]]) + b"".join([
+        fs_message(TO_CLIENT, word("a")), fs_message(TO_CLIENT, word("x")), fs_message(TO_SERVER, word("a")),
+        fs_message(TO_SERVER, word("b")), fs_message(TO_SERVER, word("x")), fs_message(TO_CLIENT, word("boom"))])
+    seeds["abort-on-time"] = fs_header([R["abort_timed"], R["delay_jitter"]], seed=0x5A5) + chatter + fs_ms(230) + chatter + fs_ms(30)
+    seeds["limit-throttle-slow-close"] = fs_header(
+        [R["limit_bytes"], R["limit_messages"], R["throttle"], R["slow_close"]], piece=7) + chatter + fs_end(TO_SERVER) + fs_ms(200)
+    seeds["throttle-slowly-limit-one-byte"] = fs_header([R["throttle_slow"], R["limit_one_byte"]]) + chatter + fs_ms(250)
+    seeds["matches"] = fs_header(
+        [R["inject_every_binary"], R["delay_control"], R["drop_control"], R["duplicate_close"], R["drop_window"],
+         R["drop_path"], R["fragment_half"]], seed=77) + chatter + fs_ms(150) + chatter + b"".join([
+        fs_close(TO_SERVER, 0, b"\x02"), fs_close(TO_CLIENT, 3, raw_payload(b"bye")), fs_message(TO_CLIENT, word("a"))])
+    seeds["inject-after-match-rewrites"] = fs_header(
+        [R["inject_after"], R["rewrite_set_binary"], R["rewrite_empty_all"], R["drop_other_connection"], R["refuse"]]) + chatter
+    seeds["control-api-pause-full-close"] = fs_header([]) + chatter + b"".join([
+        fs_pause(TO_CLIENT), fs_message(TO_CLIENT, word("hello")),
+        fs_inject(TO_CLIENT, "text", word("ab")), fs_inject(TO_SERVER, "ping", word("empty")),
+        fs_inject(TO_SERVER, "close", raw_payload(b"\x03\xe8bye")), fs_inject(TO_CLIENT, "reserved", word("a")),
+        fs_pause(TO_CLIENT, False), fs_message(TO_SERVER, word("a")),
+        fs_end(TO_SERVER, full=True), fs_message(TO_CLIENT, word("b")), fs_end(TO_CLIENT, full=True)])
+    seeds["huge-frame-passes-with-injection"] = fs_header([R["inject_at"], R["drop"]]) + b"".join([
+        fs_huge(TO_CLIENT, 0, 0, raw_payload(b"\x00" * 100)), fs_inject(TO_CLIENT, "text", word("a")), fs_raw(TO_CLIENT, b"\x01" * 200), fs_huge(TO_SERVER, 1, 1), fs_huge(TO_CLIENT, 3, 3),
+        fs_huge(TO_SERVER, 2, 2, word("fox", 8)), fs_ms(20)])
+    seeds["rules-updated-ids-reused"] = fs_header([R["inject_every"], R["stall_timed"]], by_position=True) + chatter + b"".join([
+        fs_update([R["drop"], R["delay"]]), fs_ms(100), fs_update([]), chatter,
+        fs_update([R["throttle"], R["limit_messages"], R["half_close_msg"]]), chatter, fs_ms(200)])
+    request_reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    seeds["scripted-response-and-early-client-frames"] = fs_header([R["drop_b"], R["inject_at"]], start=SCRIPTED) + b"".join([
+        fs_message(TO_SERVER, word("ab")),
+        fs_raw(TO_CLIENT, b"HTTP/1.1 100 Continue\r\n\r\n"),
+        fs_raw(TO_CLIENT, request_reply[:50]), fs_raw(TO_CLIENT, request_reply[50:]),
+        fs_message(TO_CLIENT, word("b"), compressed=True), fs_message(TO_SERVER, word("bab"), compressed=True), fs_ms(20)])
+    seeds["scripted-rejection"] = fs_header([R["drop"]], start=SCRIPTED) + b"".join([
+        fs_raw(TO_SERVER, b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"),
+        fs_raw(TO_CLIENT, b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nnope!"), fs_end(TO_CLIENT)])
+    seeds["not-an-upgrade"] = fs_header([R["throttle"], R["limit_bytes"], R["inject_at"]], start=NOT_UPGRADE) + b"".join([
+        fs_raw(TO_SERVER, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), fs_raw(TO_CLIENT, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), fs_ms(200)])
+    seeds["continue-then-101-repeats"] = fs_header([R["limit_messages"]], start=CONTINUE101, ext=PMD_NO_CONTEXT) + b"".join([
+        fs_message(TO_CLIENT, word("hello"), compressed=True), fs_again(TO_CLIENT, 4), fs_message(TO_SERVER, word("a")),
+        fs_again(TO_SERVER, 2), fs_frame(TO_CLIENT, 0x3, word("a")), fs_frame(TO_CLIENT, 0x1, word("ab"), fin=False, rsv2=True, long=True),
+        fs_frame(TO_SERVER, 0x2, word("ab"), wrong_mask=True)])
+    seeds["bad-extension-parameters"] = fs_header([R["drop_nth2"]], ext=PMD_BAD) + compressed
+    return seeds
+
+
 def write(target, seeds):
     directory = os.path.join(HERE, "corpus", target)
     os.makedirs(directory, exist_ok=True)
@@ -348,3 +545,4 @@ def write(target, seeds):
 if __name__ == "__main__":
     write("FuzzFrameDecoder", frame_decoder_seeds())
     write("FuzzCapturePath", capture_seeds())
+    write("FuzzFaultSession", fault_session_seeds())

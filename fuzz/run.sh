@@ -4,7 +4,7 @@
 # Usage (from anywhere):
 #   fuzz/run.sh [options] TARGET [SECONDS] [-- libFuzzer options...]
 #
-#   TARGET     FuzzFrameDecoder or FuzzCapturePath
+#   TARGET     FuzzFrameDecoder, FuzzCapturePath or FuzzFaultSession
 #   SECONDS    how long to fuzz (default 300)
 #
 # Options:
@@ -34,6 +34,7 @@
 #   fuzz/run.sh FuzzFrameDecoder 300
 #   fuzz/run.sh --keep-going FuzzCapturePath 600 -- -jobs=1 -max_len=8192
 #   fuzz/run.sh --regress FuzzCapturePath
+#   fuzz/run.sh FuzzFaultSession 600
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -60,8 +61,8 @@ done
 
 target="${1:-}"
 case "$target" in
-    FuzzFrameDecoder | FuzzCapturePath) ;;
-    *) echo "name a target: FuzzFrameDecoder or FuzzCapturePath" >&2; exit 2 ;;
+    FuzzFrameDecoder | FuzzCapturePath | FuzzFaultSession) ;;
+    *) echo "name a target: FuzzFrameDecoder, FuzzCapturePath or FuzzFaultSession" >&2; exit 2 ;;
 esac
 shift
 seconds=300

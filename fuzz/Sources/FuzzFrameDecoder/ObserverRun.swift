@@ -80,7 +80,7 @@ struct Outcome: Equatable {
                 reason: closed.reason, clientToServer: closed.clientToServer, serverToClient: closed.serverToClient,
                 findingCount: closed.findingCount
             )
-        case .handshakeRejected, .finding, .gap:
+        case .handshakeRejected, .finding, .gap, .fault:
             break
         }
     }

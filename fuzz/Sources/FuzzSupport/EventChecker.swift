@@ -81,6 +81,9 @@ public struct EventChecker {
             check(gap.byteCount > 0, "empty gap event")
             gapCount += 1
             lostBytes &+= gap.byteCount
+        case .fault(let fault):
+            // Only the proxy's fault engine logs these; an observer never does.
+            check(false, "an observer produced a fault event: \(fault)")
         case .connectionClosed(let closed):
             check(connection.opened, "connectionClosed without connectionOpened")
             connection.closed = true
