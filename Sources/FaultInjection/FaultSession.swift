@@ -59,6 +59,8 @@ public struct FaultSession {
     private var upgradedAt: Timestamp?
     private var events: [FaultEvent] = []
     private var closeDeadline: Timestamp?
+    /// How much of the response head has been searched for its end.
+    private var headScanned = 0
     public private(set) var termination: Termination?
     private let allocator = ByteBufferAllocator()
 
@@ -323,6 +325,15 @@ public struct FaultSession {
     private mutating func readResponseHead(at now: Timestamp) {
         let server = Direction.serverToClient.laneIndex
         let client = Direction.clientToServer.laneIndex
+        // Parse only once the head's blank line has arrived: a head sent a
+        // byte at a time must not be parsed from its start on every read.
+        let view = lanes[server].input.readableBytesView
+        let ended = view.dropFirst(max(0, headScanned - 2)).indices.contains { index in
+            view[index] == 0x0A && index + 1 < view.endIndex
+                && (view[index + 1] == 0x0A || (view[index + 1] == 0x0D && index + 2 < view.endIndex && view[index + 2] == 0x0A))
+        }
+        headScanned = lanes[server].input.readableBytes
+        guard ended || lanes[server].input.readableBytes > 64 * 1024 else { return }
         let parsed = lanes[server].input.withUnsafeReadableBytes(HTTPHead.parse)
         switch parsed {
         case .incomplete:
@@ -334,6 +345,7 @@ public struct FaultSession {
             if case .response(_, let status, _) = head.startLine, status < 200, status != 101 {
                 // An interim 1xx answer: the real one follows.
                 enqueue(lanes[server].input.readSlice(length: length)!, in: server, at: now)
+                headScanned = 0
                 readResponseHead(at: now)
                 return
             }

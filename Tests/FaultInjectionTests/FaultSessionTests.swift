@@ -298,3 +298,18 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
         #expect(harness.take(.serverToClient) == frame)
     }
 }
+
+@Suite struct ResponseHeadTests {
+    /// The 101 (after an interim 100) arriving a byte at a time still opens
+    /// the WebSocket phase, and passes unchanged.
+    @Test func headFedByteByByte() {
+        var session = FaultSession(connection: 1, target: "/", isUpgradeRequest: true, seed: 0) { SessionHarness.key }
+        let now = Timestamp(nanoseconds: 1)
+        let head = Array("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".utf8)
+        for byte in head { session.receive(ByteBuffer(bytes: [byte]), from: .serverToClient, at: now) }
+        #expect(session.isUpgraded)
+        var out: [UInt8] = []
+        while case .bytes(let bytes) = session.nextDelivery(.serverToClient, at: now) { out += Array(bytes.readableBytesView) }
+        #expect(out == head)
+    }
+}
