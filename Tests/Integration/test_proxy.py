@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import http.server
 import json
@@ -248,6 +249,19 @@ def run(coro, timeout: float = 60.0):
     async def bounded():
         return await asyncio.wait_for(coro, timeout)
     return asyncio.run(bounded())
+
+
+async def echo_handler(ws):
+    """A websockets handler that echoes every message back."""
+    async for m in ws:
+        await ws.send(m)
+
+
+@contextlib.asynccontextmanager
+async def echo_server(**kwargs):
+    """A websockets echo server on a free loopback port; yields the port."""
+    async with serve(echo_handler, "127.0.0.1", 0, **kwargs) as server:
+        yield server.sockets[0].getsockname()[1]
 
 
 def free_port() -> int:
@@ -625,11 +639,7 @@ def test_listen_on_ipv6_loopback(start_proxy):
         pytest.skip(f"::1 not usable: {exc}")
 
     async def scenario():
-        async def echo(ws):
-            async for m in ws:
-                await ws.send(m)
-        async with serve(echo, "127.0.0.1", 0) as server:
-            port = server.sockets[0].getsockname()[1]
+        async with echo_server() as port:
             proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", listen="[::1]:0")
             assert re.fullmatch(r"\[::1\]:\d+", proxy.address), proxy.address
             async with connect(proxy.url("/v6")) as ws:
@@ -825,12 +835,8 @@ def test_max_payload_truncates_log_not_relay(start_proxy, args, kept):
     what is relayed."""
 
     async def scenario():
-        async def echo(ws):
-            async for m in ws:
-                await ws.send(m)
         data = random.Random(1).randbytes(40_000)
-        async with serve(echo, "127.0.0.1", 0, compression=None) as srv:
-            port = srv.sockets[0].getsockname()[1]
+        async with echo_server(compression=None) as port:
             proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", *args, full_payloads=False)
             async with connect(proxy.url(), compression=None) as ws:
                 await ws.send(data)
@@ -851,12 +857,8 @@ def test_no_log_relays_without_decoding(start_proxy):
     """--no-log: bytes are relayed as ever; stdout has only the readiness line, no summary."""
 
     async def scenario():
-        async def echo(ws):
-            async for m in ws:
-                await ws.send(m)
         data = random.Random(2).randbytes(300_000)
-        async with serve(echo, "127.0.0.1", 0) as srv:
-            port = srv.sockets[0].getsockname()[1]
+        async with echo_server() as port:
             proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", "--no-log", log=False)
             async with connect(proxy.url()) as ws:
                 for message in ["hello", data, "bye"]:
@@ -1110,10 +1112,7 @@ def test_upstream_not_listening_gives_502(start_proxy):
 
     # once the upstream is there, the same proxy relays
     async def later():
-        async def echo(ws):
-            async for m in ws:
-                await ws.send(m)
-        async with serve(echo, "127.0.0.1", port):
+        async with serve(echo_handler, "127.0.0.1", port):
             async with connect(proxy.url()) as ws:
                 await ws.send("now it works")
                 assert await ws.recv() == "now it works"
@@ -1240,11 +1239,7 @@ def test_handshake_timeout(start_proxy):
     after ~1 s; one that finished it long ago is not affected."""
 
     async def scenario():
-        async def echo(ws):
-            async for m in ws:
-                await ws.send(m)
-        async with serve(echo, "127.0.0.1", 0) as srv:
-            port = srv.sockets[0].getsockname()[1]
+        async with echo_server() as port:
             proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", "--handshake-timeout", "1")
             async with connect(proxy.url()) as ws:
 
@@ -1470,11 +1465,7 @@ def test_upstream_base_path_and_forwarded_for(start_proxy):
 
 def test_idle_timeout_closes_idle_connections_only(start_proxy):
     async def scenario():
-        async def echo(ws):
-            async for m in ws:
-                await ws.send(m)
-        async with serve(echo, "127.0.0.1", 0, ping_interval=None) as srv:
-            port = srv.sockets[0].getsockname()[1]
+        async with echo_server(ping_interval=None) as port:
             proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", "--idle-timeout", "1")
             idle = await connect(proxy.url("/idle"), ping_interval=None)
             busy = await connect(proxy.url("/busy"), ping_interval=None)
@@ -1538,12 +1529,8 @@ def test_open_connection_closed_in_log_at_shutdown(start_proxy):
     """Repeated 8 times, since it is a race (dropped in roughly 2 of 3 runs here): the test
     passes only if every run logs the connection-close."""
     async def scenario():
-        async def echo(ws):
-            async for m in ws:
-                await ws.send(m)
         outcomes = []
-        async with serve(echo, "127.0.0.1", 0) as srv:
-            port = srv.sockets[0].getsockname()[1]
+        async with echo_server() as port:
             for _ in range(8):
                 proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}")
                 async with connect(proxy.url()) as ws:
@@ -1835,12 +1822,8 @@ def _echo_server(cert=None, key=None):
     ready = threading.Event()
     box = {}
 
-    async def echo(ws):
-        async for message in ws:
-            await ws.send(message)
-
     async def main():
-        async with websockets.serve(echo, "127.0.0.1", 0, ssl=context) as server:
+        async with websockets.serve(echo_handler, "127.0.0.1", 0, ssl=context) as server:
             box["port"] = server.sockets[0].getsockname()[1]
             box["stop"] = asyncio.Event()
             ready.set()
