@@ -5,7 +5,8 @@ import WebSocketWire
 /// reassembly per direction → one ``ConnectionObserver`` per TCP connection.
 ///
 /// Sans-IO like the observer: feed it packets with ``process(_:originalLength:linkType:time:number:)``,
-/// end with ``finish(at:)``, and drain ``nextEvent()`` after each call.
+/// end with ``finish(at:)``, and drain ``nextEvent()`` (or ``takeEvents(into:)``)
+/// after each call.
 public struct CaptureDecoder {
     public struct Configuration: Sendable {
         public var observer = ObserverConfiguration()
@@ -47,6 +48,8 @@ public struct CaptureDecoder {
         var toClient: TCPReassembler
         var ignored = false
         var countedAsWebSocket = false
+        /// The observer's tally when its events were last counted.
+        var counted = EventQueue.Tally()
     }
 
     public var configuration: Configuration
@@ -54,7 +57,7 @@ public struct CaptureDecoder {
     private var index: [FlowKey: Int] = [:]
     private var slots: [Flow?] = []
     private var freeSlots: [Int] = []
-    private var events = CircularBuffer<InspectorEvent>(initialCapacity: 64)
+    private var events = EventQueue()
     private var nextConnection = 1
 
     public init(configuration: Configuration = Configuration()) {
@@ -62,7 +65,13 @@ public struct CaptureDecoder {
     }
 
     public mutating func nextEvent() -> InspectorEvent? {
-        events.popFirst()
+        events.next()
+    }
+
+    /// Moves every pending event, in order, to the end of `destination`: the
+    /// bulk form of ``nextEvent()``.
+    public mutating func takeEvents(into destination: inout [InspectorEvent]) {
+        events.take(into: &destination)
     }
 
     /// Decodes one captured packet. `number` is its 1-based position in the
@@ -184,7 +193,7 @@ extension CaptureDecoder.Flow {
         _ segment: TCPSegmentView,
         configuration: CaptureDecoder.Configuration,
         statistics: inout CaptureStatistics,
-        events: inout CircularBuffer<InspectorEvent>,
+        events: inout EventQueue,
         time: Timestamp,
         number: Int
     ) -> Bool {
@@ -248,26 +257,20 @@ extension CaptureDecoder.Flow {
     }
 
     /// Moves the observer's events to the decoder's queue, counting them.
-    mutating func collect(statistics: inout CaptureStatistics, events: inout CircularBuffer<InspectorEvent>) {
+    mutating func collect(statistics: inout CaptureStatistics, events: inout EventQueue) {
         guard observer != nil else { return }
-        while let event = observer!.nextEvent() {
-            switch event {
-            case .connectionOpened:
-                if !countedAsWebSocket {
-                    statistics.webSocketConnections += 1
-                    countedAsWebSocket = true
-                }
-            case .handshakeRejected: statistics.rejectedHandshakes += 1
-            case .frame:
-                statistics.frames += 1
-            case .message: statistics.messages += 1
-            case .finding: break
-            case .gap(let gap):
-                statistics.gaps += 1
-                statistics.lostBytes += gap.byteCount
-            case .connectionClosed, .fault: break
-            }
-            events.append(event)
+        let tally = observer!.eventTally
+        let new = tally.since(counted)
+        counted = tally
+        if new.opened > 0 && !countedAsWebSocket {
+            statistics.webSocketConnections += 1
+            countedAsWebSocket = true
         }
+        statistics.rejectedHandshakes += new.rejected
+        statistics.frames += new.frames
+        statistics.messages += new.messages
+        statistics.gaps += new.gaps
+        statistics.lostBytes += new.lostBytes
+        observer!.takeEvents(into: &events)
     }
 }

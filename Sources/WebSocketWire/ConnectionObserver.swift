@@ -39,7 +39,7 @@ public struct ConnectionObserver {
     }
 
     private var phase: Phase
-    private var events = CircularBuffer<InspectorEvent>(initialCapacity: 8)
+    private var events = EventQueue()
     private var time = Timestamp.zero
     private var packet: Int?
     private let startsAtBeginning: Bool
@@ -114,8 +114,17 @@ public struct ConnectionObserver {
     }
 
     public mutating func nextEvent() -> InspectorEvent? {
-        events.popFirst()
+        events.next()
     }
+
+    /// Moves every pending event, in order, to the end of `destination`: the
+    /// bulk form of ``nextEvent()`` for callers that pass events on in batches.
+    public mutating func takeEvents(into destination: inout EventQueue) {
+        events.take(into: &destination)
+    }
+
+    /// Counts of the events produced so far, taken or not.
+    public var eventTally: EventQueue.Tally { events.tally }
 
     // MARK: Input
 

@@ -40,7 +40,8 @@ struct MessageState {
         }
     }
 
-    func event(connection: Int, time: Timestamp, packet: Int?, direction: Direction) -> MessageEvent {
+    /// Consuming: the buffers move into the event instead of being shared.
+    consuming func event(connection: Int, time: Timestamp, packet: Int?, direction: Direction) -> MessageEvent {
         MessageEvent(
             connection: connection, time: time, packet: packet, direction: direction, opcode: opcode,
             frameCount: frameCount, compressed: compressed, wireLength: wireLength, length: length,
@@ -58,4 +59,24 @@ struct FrameState {
     var payload = ByteBuffer()
     var received: UInt64 = 0
     var lost = false
+
+    /// Consuming: the payload and findings move into the event.
+    consuming func event(
+        connection: Int,
+        time: Timestamp,
+        packet: Int?,
+        direction: Direction,
+        isCompressed: Bool,
+        close: CloseBody?,
+        pingRoundTrip: Int64?,
+        inflated: InflatedMessage?
+    ) -> FrameEvent {
+        var event = FrameEvent(
+            connection: connection, time: time, packet: packet, direction: direction, header: header,
+            payload: payload, payloadTruncated: lost || received > UInt64(payload.readableBytes),
+            close: close, pingRoundTrip: pingRoundTrip, findings: findings, inflated: inflated
+        )
+        event.isCompressed = isCompressed
+        return event
+    }
 }

@@ -23,7 +23,7 @@ struct StreamState {
 
     mutating func drain(
         _ context: FrameContext,
-        events: inout CircularBuffer<InspectorEvent>,
+        events: inout EventQueue,
         findingCount: inout Int,
         peerPings: inout [(payload: [UInt8], time: Timestamp)]
     ) {
@@ -77,8 +77,8 @@ struct StreamState {
             }
             message?.frameCount += 1
         } else if header.opcode.startsMessage {
-            if let unfinished = message {
-                findings.append(Finding(.dataFrameInsideMessage, "\(header.opcode.name) frame starts a new message while a fragmented \(unfinished.opcode.name) message is unfinished (RFC 6455 §5.4)"))
+            if let unfinished = message?.opcode {
+                findings.append(Finding(.dataFrameInsideMessage, "\(header.opcode.name) frame starts a new message while a fragmented \(unfinished.name) message is unfinished (RFC 6455 §5.4)"))
                 message = nil
             }
             let perMessage = deflate?.variant == .perMessage || (deflate == nil && context.deflateGuessed)
@@ -95,16 +95,17 @@ struct StreamState {
         frame = FrameState(header: header, findings: findings, packet: context.packet)
     }
 
+    // The frame and message states are mutated in place (`frame!.…`) and
+    // moved out only once, into their events: taking them out and writing them
+    // back copied every buffer reference they hold, twice per frame.
     mutating func endFrame(
         _ context: FrameContext,
-        events: inout CircularBuffer<InspectorEvent>,
+        events: inout EventQueue,
         findingCount: inout Int,
         peerPings: inout [(payload: [UInt8], time: Timestamp)]
     ) {
-        // Moved out, not copied: a copy would share the payload buffers and
-        // force copy-on-write on every later append.
-        guard var frame = self.frame.take() else { return }
-        let header = frame.header
+        guard frame != nil else { return }
+        let header = frame!.header
         let deflate = context.deflate
         var close: CloseBody?
         var roundTrip: Int64?
@@ -113,67 +114,72 @@ struct StreamState {
             && (deflate?.variant != .perFrame || header.rsv1)
 
         if header.opcode == .close {
-            close = StreamState.parseClose(frame.payload, complete: !frame.lost, findings: &frame.findings)
+            close = StreamState.parseClose(frame!.payload, complete: !frame!.lost, findings: &frame!.findings)
             closeSent = true
             stats.close = close
-        } else if header.opcode == .ping, !frame.lost {
+        } else if header.opcode == .ping, !frame!.lost {
             if pings.count >= 64 { pings.removeFirst() }
-            pings.append((Array(buffer: frame.payload), context.time))
-        } else if header.opcode == .pong, !frame.lost {
+            pings.append((Array(buffer: frame!.payload), context.time))
+        } else if header.opcode == .pong, !frame!.lost {
             // RFC 6455 §5.5.3: a pong echoes the ping's application data; match
             // the earliest unanswered ping from the other side.
-            let payload = Array(buffer: frame.payload)
+            let payload = Array(buffer: frame!.payload)
             if let index = peerPings.firstIndex(where: { $0.payload == payload }) {
                 roundTrip = context.time - peerPings[index].time
                 peerPings.removeSubrange(0...index)
             }
         }
 
-        if !header.opcode.isControl, var message = self.message.take() {
-            if deflate?.variant == .perFrame && header.rsv1 && !header.opcode.isControl {
+        if !header.opcode.isControl, message != nil {
+            if deflate?.variant == .perFrame && header.rsv1 {
                 // Set in consumePayload for frames with a payload; an empty
                 // RSV1 frame still ends a compressed block.
-                message.compressed = true
-                inflateTail(into: &message, limit: context.limit, resetAfter: false, fed: frame.received)
+                message!.compressed = true
+                inflateTail(limit: context.limit, resetAfter: false, fed: frame!.received)
             }
             if header.fin {
-                if message.compressed && deflate?.variant != .perFrame {
+                if message!.compressed && deflate?.variant != .perFrame {
                     let reset = deflate?.noContextTakeover(for: direction) ?? false
-                    inflateTail(into: &message, limit: context.limit, resetAfter: reset, fed: message.wireLength)
+                    inflateTail(limit: context.limit, resetAfter: reset, fed: message!.wireLength)
                 }
-                if message.opcode == .text, message.validatesText, message.utf8.isValid, !message.utf8.isCompleteAndValid {
-                    message.newFindings.append(Finding(.invalidUTF8, "text message ends inside a UTF-8 sequence (RFC 6455 §8.1)"))
+                if message!.opcode == .text, message!.validatesText, message!.utf8.isValid, !message!.utf8.isCompleteAndValid {
+                    message!.newFindings.append(Finding(.invalidUTF8, "text message ends inside a UTF-8 sequence (RFC 6455 §8.1)"))
                 }
             }
-            frame.findings += message.newFindings
-            message.findings += message.newFindings
-            message.newFindings = []
+            if !message!.newFindings.isEmpty {
+                frame!.findings += message!.newFindings
+                message!.findings += message!.newFindings
+                message!.newFindings = []
+            }
             if header.fin {
                 stats.messages += 1
-                finishedMessage = message.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction)
-            } else {
-                self.message = message
+                finishedMessage = message.take()!.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction)
             }
         }
 
         stats.frames += 1
         stats.payloadBytes += header.payloadLength
-        findingCount += frame.findings.count
-        var event = FrameEvent(
-            connection: context.connection, time: context.time, packet: context.packet, direction: direction,
-            header: header, payload: frame.payload,
-            payloadTruncated: frame.lost || frame.received > UInt64(frame.payload.readableBytes),
-            close: close, pingRoundTrip: roundTrip, findings: frame.findings,
-            inflated: finishedMessage.flatMap { message in
-                message.compressed
-                    ? InflatedMessage(opcode: message.opcode, payload: message.payload, length: message.length, error: message.inflateError)
-                    : nil
-            }
+        findingCount += frame!.findings.count
+        var inflated: InflatedMessage?
+        if finishedMessage?.compressed == true {
+            // Field by field: binding the message would copy all of it.
+            inflated = InflatedMessage(
+                opcode: finishedMessage!.opcode, payload: finishedMessage!.payload, length: finishedMessage!.length,
+                error: finishedMessage!.inflateError
+            )
+        }
+        // Built inside the append: a temporary moves into the event's box, a
+        // variable would be copied into it.
+        events.append(
+            .frame(
+                frame.take()!.event(
+                    connection: context.connection, time: context.time, packet: context.packet, direction: direction,
+                    isCompressed: compressed, close: close, pingRoundTrip: roundTrip, inflated: inflated
+                )
+            )
         )
-        event.isCompressed = compressed
-        events.append(.frame(event))
-        if let finishedMessage {
-            events.append(.message(finishedMessage))
+        if finishedMessage != nil {
+            events.append(.message(finishedMessage.take()!))
         }
     }
 
@@ -200,7 +206,7 @@ struct StreamState {
     }
 
     /// Reports a frame or message the capture ended inside of.
-    mutating func flushIncomplete(_ context: FrameContext, events: inout CircularBuffer<InspectorEvent>, findingCount: inout Int) {
+    mutating func flushIncomplete(_ context: FrameContext, events: inout EventQueue, findingCount: inout Int) {
         if let frame {
             var findings = frame.findings
             let missing = frame.header.payloadLength - frame.received
@@ -228,54 +234,54 @@ struct StreamState {
     }
 
     mutating func consumePayload(_ piece: ByteBuffer, limit: Int, deflate: DeflateParameters?) {
-        guard var frame = self.frame.take() else { return }
-        frame.received += UInt64(piece.readableBytes)
-        if frame.payload.readableBytes == 0 && piece.readableBytes <= limit {
-            frame.payload = piece
-        } else if frame.payload.readableBytes < limit {
+        guard frame != nil else { return }
+        frame!.received += UInt64(piece.readableBytes)
+        let kept = frame!.payload.readableBytes
+        if kept == 0 && piece.readableBytes <= limit {
+            frame!.payload = piece
+        } else if kept < limit {
             var piece = piece
-            let room = limit - frame.payload.readableBytes
-            if var part = piece.readSlice(length: min(room, piece.readableBytes)) {
-                frame.payload.writeBuffer(&part)
+            if var part = piece.readSlice(length: min(limit - kept, piece.readableBytes)) {
+                frame!.payload.writeBuffer(&part)
             }
         }
-        self.frame = frame
-        guard !frame.header.opcode.isControl, var message = self.message.take() else { return }
-        message.wireLength += UInt64(piece.readableBytes)
+        let header = frame!.header
+        guard !header.opcode.isControl, message != nil else { return }
+        message!.wireLength += UInt64(piece.readableBytes)
         // permessage-deflate compresses whole messages; x-webkit-deflate-frame
         // each frame that has RSV1, so a message can mix both kinds.
-        let compressedFrame = deflate?.variant == .perFrame ? frame.header.rsv1 : message.compressed
-        if compressedFrame { message.compressed = true }
+        let compressedFrame = deflate?.variant == .perFrame ? header.rsv1 : message!.compressed
         if compressedFrame {
-            inflate(piece, into: &message, limit: limit)
-        } else if message.payload.readableBytes == 0 && piece.readableBytes <= limit {
+            message!.compressed = true
+            inflate(piece, limit: limit)
+        } else if message!.payload.readableBytes == 0 && piece.readableBytes <= limit {
             // Uncompressed and the first bytes: share the frame's buffer.
-            piece.withUnsafeReadableBytes { message.validate($0) }
-            message.length += UInt64(piece.readableBytes)
-            message.payload = piece
+            piece.withUnsafeReadableBytes { message!.validate($0) }
+            message!.length += UInt64(piece.readableBytes)
+            message!.payload = piece
         } else {
-            piece.withUnsafeReadableBytes { message.keep($0, limit: limit) }
+            piece.withUnsafeReadableBytes { message!.keep($0, limit: limit) }
         }
-        self.message = message
     }
 
-    mutating func inflate(_ bytes: ByteBuffer, into message: inout MessageState, limit: Int) {
-        guard message.inflateError == nil else { return }
+    /// Inflates the next compressed bytes of the open message into it.
+    mutating func inflate(_ bytes: ByteBuffer, limit: Int) {
+        guard message!.inflateError == nil else { return }
         if let reason = inflateUnusable {
-            message.inflateError = reason
-            message.newFindings.append(Finding(.cannotInflate, "message not inflated: \(reason)"))
+            message!.inflateError = reason
+            message!.newFindings.append(Finding(.cannotInflate, "message not inflated: \(reason)"))
             return
         }
         guard let inflater else { return }
         do {
-            try inflater.inflate(bytes) { message.keep($0, limit: limit) }
+            try inflater.inflate(bytes) { message!.keep($0, limit: limit) }
         } catch {
             let description = (error as? Inflater.Error)?.description ?? "\(error)"
-            message.inflateError = description
+            message!.inflateError = description
             if inflaterGuessed {
-                message.newFindings.append(Finding(.cannotInflate, "message not inflated: the capture began after the handshake, so the compression parameters and the context of earlier messages are unknown (zlib: \(description))"))
+                message!.newFindings.append(Finding(.cannotInflate, "message not inflated: the capture began after the handshake, so the compression parameters and the context of earlier messages are unknown (zlib: \(description))"))
             } else {
-                message.newFindings.append(Finding(.inflateError, "inflating the message failed: \(description) (RFC 7692 §7.2.2)"))
+                message!.newFindings.append(Finding(.inflateError, "inflating the message failed: \(description) (RFC 7692 §7.2.2)"))
             }
             inflateUnusable = "an earlier message failed to inflate, so the shared compression context is lost"
         }
@@ -284,11 +290,11 @@ struct StreamState {
     /// Ends a compressed block by feeding the tail that senders strip
     /// (RFC 7692 §7.2.2) — unless nothing was fed: an empty payload carries no
     /// block, and a bare tail would leave zlib waiting inside a stored block.
-    mutating func inflateTail(into message: inout MessageState, limit: Int, resetAfter: Bool, fed: UInt64) {
-        if message.inflateError == nil, !message.lost, fed > 0 {
+    mutating func inflateTail(limit: Int, resetAfter: Bool, fed: UInt64) {
+        if message!.inflateError == nil, !message!.lost, fed > 0 {
             var tail = ByteBuffer()
             tail.writeBytes(Inflater.messageTail)
-            inflate(tail, into: &message, limit: limit)
+            inflate(tail, limit: limit)
         }
         if resetAfter {
             // No context takeover: the next message starts afresh, so losses

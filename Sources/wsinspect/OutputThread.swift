@@ -13,8 +13,9 @@ final class OutputThread: @unchecked Sendable {
     private var printer: EventPrinter
     private let queue = DispatchQueue(label: "wsinspect.output")
     private let freeSlots = DispatchSemaphore(value: 8)
-    private var batch: [InspectorEvent] = []
-    private let batchSize = 1024
+    /// Events per batch: enough to amortise the hand-over, few enough to
+    /// keep memory flat.
+    static let batchSize = 1024
     private let closed = Atomic<Bool>(false)
     /// Batches the output thread is done with, handed back so that their
     /// events are freed on the thread that allocated them: freeing on the
@@ -24,24 +25,19 @@ final class OutputThread: @unchecked Sendable {
 
     init(printer: EventPrinter) {
         self.printer = printer
-        batch.reserveCapacity(batchSize)
     }
 
     /// Whether the reader of our output has gone away (e.g. `| head`).
     var outputClosed: Bool { closed.load(ordering: .relaxed) }
 
-    /// Called on the decoding thread.
-    func add(_ event: InspectorEvent) {
-        batch.append(event)
-        if batch.count >= batchSize { submit(flush: false) }
-    }
-
-    /// Hands the current batch to the output thread; `flush` also writes it
-    /// out at once (live views).
-    func submit(flush: Bool) {
+    /// Hands `batch` to the output thread and leaves it empty; `flush` also
+    /// writes it out at once (live views). Called on the decoding thread.
+    func submit(_ batch: inout [InspectorEvent], flush: Bool) {
         guard !batch.isEmpty || flush else { return }
-        let events = batch
-        batch.removeAll(keepingCapacity: true)
+        var next: [InspectorEvent] = []
+        next.reserveCapacity(Self.batchSize)
+        swap(&next, &batch)
+        let events = next
         freeSlots.wait()
         // Release what came back here, on the decoding thread.
         let done = finished.withLock { batches -> [[InspectorEvent]] in
@@ -59,9 +55,9 @@ final class OutputThread: @unchecked Sendable {
         }
     }
 
-    /// Writes what is left and the summary, and waits until all is out.
-    func finish(_ summary: SessionSummary) {
-        submit(flush: false)
+    /// Writes the last batch and the summary, and waits until all is out.
+    func finish(_ batch: inout [InspectorEvent], _ summary: SessionSummary) {
+        submit(&batch, flush: false)
         queue.sync {
             var summary = summary
             summary.filteredOut = printer.filteredOut

@@ -7,6 +7,8 @@ import WebSocketWire
 struct PacketPipeline {
     var decoder: CaptureDecoder
     let output: OutputThread
+    /// Events waiting to go to the output thread.
+    private var batch: [InspectorEvent] = []
     private(set) var packets = 0
     private var lastTime = Timestamp.zero
 
@@ -38,8 +40,10 @@ struct PacketPipeline {
                     packet.bytes, originalLength: packet.originalLength, linkType: source.linkType,
                     time: packet.time, number: packets
                 )
-                while let event = decoder.nextEvent() { output.add(event) }
-                if flushEachPacket { output.submit(flush: true) }
+                decoder.takeEvents(into: &batch)
+                if flushEachPacket || batch.count >= OutputThread.batchSize {
+                    output.submit(&batch, flush: flushEachPacket)
+                }
             case .timeout:
                 continue
             case .end:
@@ -52,9 +56,9 @@ struct PacketPipeline {
     /// Ends every connection still open and prints the summary.
     mutating func finish(stoppedEarly: String?) {
         decoder.finish(at: lastTime)
-        while let event = decoder.nextEvent() { output.add(event) }
+        decoder.takeEvents(into: &batch)
         var summary = SessionSummary(decoder.statistics)
         summary.stoppedEarly = stoppedEarly
-        output.finish(summary)
+        output.finish(&batch, summary)
     }
 }
