@@ -35,6 +35,13 @@ let package = Package(
             pkgConfig: "libpcap",
             providers: [.apt(["libpcap-dev"])]
         ),
+        // Linked into the executable only: it replaces malloc process-wide,
+        // which halves the allocator's share of decoding and relaying (see
+        // Sources/wsinspect/Allocator.swift).
+        .systemLibrary(
+            name: "CMimalloc",
+            providers: [.apt(["libmimalloc-dev"])]
+        ),
         .target(
             name: "WebSocketWire",
             dependencies: [
@@ -95,6 +102,7 @@ let package = Package(
                 "InspectorOutput",
                 "InspectorProxy",
                 "FaultInjection",
+                "CMimalloc",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

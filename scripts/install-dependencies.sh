@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing wsinspect needs on Debian 12, or, when not
 # run as root, says exactly which packages are missing.
-#   scripts/install-dependencies.sh          # build + run (libpcap-dev, zlib1g-dev)
+#   scripts/install-dependencies.sh          # build + run (libpcap-dev, zlib1g-dev, libmimalloc-dev)
 #   scripts/install-dependencies.sh --test   # also the test peers and oracles
 set -euo pipefail
 
-packages=(libpcap-dev zlib1g-dev pkg-config)
+packages=(libpcap-dev zlib1g-dev libmimalloc-dev pkg-config)
 python_packages=()
 if [[ "${1:-}" == "--test" ]]; then
     packages+=(tshark tcpdump python3-pip openssl node-ws)

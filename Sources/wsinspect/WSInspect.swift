@@ -16,7 +16,7 @@ struct WSInspect: ParsableCommand {
             listen); 74 output could not be written; 75 the proxy's listen address is in use; \
             77 permission denied.
             """,
-        version: "0.1.0",
+        version: "0.1.0 (\(Allocator.description))",
         subcommands: [ReadCommand.self, CaptureCommand.self, ProxyCommand.self]
     )
 
