@@ -28,12 +28,14 @@ public struct CaptureDecoder {
         }
 
         func hash(into hasher: inout Hasher) {
-            // Symmetric, so both directions find the same flow: hash the two
-            // endpoints in a fixed order without hashing each one separately.
+            hasher.combine(symmetricFingerprint)
+        }
+
+        /// The same for both directions, so both find the same flow.
+        var symmetricFingerprint: UInt64 {
             let x = a.fingerprint
             let y = b.fingerprint
-            hasher.combine(min(x, y))
-            hasher.combine(max(x, y))
+            return min(x, y) &* 0x9E37_79B9_7F4A_7C15 ^ max(x, y)
         }
     }
 
@@ -55,6 +57,10 @@ public struct CaptureDecoder {
     public var configuration: Configuration
     public private(set) var statistics = CaptureStatistics()
     private var index: [FlowKey: Int] = [:]
+    /// The slot of a recently seen flow, by a few bits of its fingerprint:
+    /// most packets belong to a flow seen just before, and this check is
+    /// cheaper than the index's hashing.
+    private var recentFlows = [(key: FlowKey, slot: Int)?](repeating: nil, count: 16)
     private var slots: [Flow?] = []
     private var freeSlots: [Int] = []
     private var events = EventQueue()
@@ -73,6 +79,10 @@ public struct CaptureDecoder {
     public mutating func takeEvents(into destination: inout [InspectorEvent]) {
         events.take(into: &destination)
     }
+
+    /// Events not yet taken. Callers that batch can let them gather here and
+    /// take them into an empty array, which moves them all at once.
+    public var pendingEventCount: Int { events.count }
 
     /// Decodes one captured packet. `number` is its 1-based position in the
     /// capture, reported with the frames it completes.
@@ -96,7 +106,14 @@ public struct CaptureDecoder {
         if segment.missingPayload > 0 { statistics.truncatedPackets += 1 }
 
         let key = FlowKey(a: segment.source, b: segment.destination)
-        var slot = index[key]
+        let bucket = Int(truncatingIfNeeded: key.symmetricFingerprint >> 60)
+        var slot: Int?
+        if let recent = recentFlows[bucket], recent.key == key {
+            slot = recent.slot
+        } else {
+            slot = index[key]
+            if let slot { recentFlows[bucket] = (key, slot) }
+        }
         if let existing = slot, segment.syn && !segment.ack, let flow = slots[existing],
             flow.clientISN != nil && flow.clientISN != segment.sequenceNumber || flow.toServer.finished || flow.toClient.finished
         {
@@ -140,6 +157,7 @@ public struct CaptureDecoder {
             slot = slots.count - 1
         }
         index[key] = slot
+        recentFlows[Int(truncatingIfNeeded: key.symmetricFingerprint >> 60)] = (key, slot)
         return slot
     }
 
@@ -155,6 +173,9 @@ public struct CaptureDecoder {
             statistics.findings += flow.observer!.findingCount
         }
         if index[flow.key] == slot { index[flow.key] = nil }
+        for bucket in recentFlows.indices where recentFlows[bucket]?.slot == slot {
+            recentFlows[bucket] = nil
+        }
         freeSlots.append(slot)
     }
 
@@ -231,6 +252,8 @@ extension CaptureDecoder.Flow {
             toServer.flush()
             toClient.flush()
         }
+        // The observer appends straight to the decoder's queue and hands it back.
+        observer!.lendQueue(&events)
         CaptureDecoder.deliver(&toServer, .clientToServer, to: &observer!, at: time, packet: number)
         CaptureDecoder.deliver(&toClient, .serverToClient, to: &observer!, at: time, packet: number)
         collect(statistics: &statistics, events: &events)

@@ -126,6 +126,16 @@ public struct ConnectionObserver {
     /// Counts of the events produced so far, taken or not.
     public var eventTally: EventQueue.Tally { events.tally }
 
+    /// Lets the observer add its events to `queue`'s storage: when it holds
+    /// no events of its own, `queue`'s events move in (leaving `queue` empty)
+    /// and new ones land after them; ``takeEvents(into:)`` hands all back.
+    /// A caller that gathers the events of many observers in one queue thus
+    /// moves none of them one by one.
+    public mutating func lendQueue(_ queue: inout EventQueue) {
+        guard events.isEmpty else { return }
+        queue.take(into: &events)
+    }
+
     // MARK: Input
 
     public mutating func receive(_ bytes: ByteBuffer, from direction: Direction, at time: Timestamp, packet: Int? = nil) {

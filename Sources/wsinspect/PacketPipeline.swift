@@ -40,8 +40,10 @@ struct PacketPipeline {
                     packet.bytes, originalLength: packet.originalLength, linkType: source.linkType,
                     time: packet.time, number: packets
                 )
-                decoder.takeEvents(into: &batch)
-                if flushEachPacket || batch.count >= OutputThread.batchSize {
+                // Gathered in the decoder and taken a batch at a time: taking
+                // into an empty array moves them without touching each.
+                if flushEachPacket || decoder.pendingEventCount >= OutputThread.batchSize {
+                    decoder.takeEvents(into: &batch)
                     output.submit(&batch, flush: flushEachPacket)
                 }
             case .timeout:
