@@ -197,7 +197,7 @@ public struct CaptureDecoder {
         packet: Int?
     ) {
         while let delivery = reassembler.nextDelivery() {
-            switch delivery {
+            switch consume delivery {
             case .data(let bytes):
                 observer.receive(bytes, from: direction, at: time, packet: packet)
             case .gap(let count, let snaplen):
@@ -244,9 +244,9 @@ extension CaptureDecoder.Flow {
         var payload = ByteBuffer()
         if !segment.payload.isEmpty { payload = ByteBuffer(bytes: segment.payload) }
         if direction == .clientToServer {
-            toServer.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload)
+            toServer.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: consume payload, missingTail: segment.missingPayload)
         } else {
-            toClient.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload)
+            toClient.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: consume payload, missingTail: segment.missingPayload)
         }
         if segment.rst {
             toServer.flush()

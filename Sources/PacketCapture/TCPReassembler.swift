@@ -50,7 +50,7 @@ public struct TCPReassembler: Sendable {
         sequence: UInt32,
         syn: Bool,
         fin: Bool,
-        payload: ByteBuffer,
+        payload: consuming ByteBuffer,
         missingTail: Int = 0
     ) {
         // A segment never holds more than an IP packet; larger claims come

@@ -138,7 +138,9 @@ public struct ConnectionObserver {
 
     // MARK: Input
 
-    public mutating func receive(_ bytes: ByteBuffer, from direction: Direction, at time: Timestamp, packet: Int? = nil) {
+    /// `bytes` is consuming: handing over the only reference lets the frame
+    /// decoder unmask payloads in place instead of copying them.
+    public mutating func receive(_ bytes: consuming ByteBuffer, from direction: Direction, at time: Timestamp, packet: Int? = nil) {
         guard bytes.readableBytes > 0 else { return }
         self.time = time
         self.packet = packet
@@ -533,7 +535,7 @@ public struct ConnectionObserver {
 
     // MARK: Frames (RFC 6455 §5)
 
-    private mutating func feedFrames(_ bytes: ByteBuffer, from direction: Direction) {
+    private mutating func feedFrames(_ bytes: consuming ByteBuffer, from direction: Direction) {
         if direction == .clientToServer {
             client.stats.wireBytes += UInt64(bytes.readableBytes)
             client.decoder.append(bytes)

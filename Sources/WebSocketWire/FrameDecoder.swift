@@ -48,6 +48,10 @@ public struct FrameDecoder: Sendable {
     /// A gap that follows the buffered bytes of a frame found after framing
     /// was lost; applied to that frame's payload once its bytes are out.
     private var deferredGap: UInt64 = 0
+    /// Buffer index up to which masked payloads have been unmasked in place
+    /// (``unmaskAhead(key:remaining:offset:)``): from the reader index to
+    /// here, payload bytes are plain.
+    private var plainEnd = 0
 
     /// Whether the sender of this direction is expected to mask; guides the
     /// search for a frame boundary after a gap. `nil` when unknown.
@@ -76,14 +80,19 @@ public struct FrameDecoder: Sendable {
         return false
     }
 
-    public mutating func append(_ bytes: ByteBuffer) {
+    /// Consuming: a caller that hands over its only reference lets masked
+    /// payloads be unmasked in place, without a copy.
+    public mutating func append(_ bytes: consuming ByteBuffer) {
         if buffer.readableBytes == 0 {
             // Common case: the previous segment was consumed whole; take the new
             // one as it is instead of copying it.
             buffer = bytes
+            plainEnd = buffer.readerIndex
         } else {
-            var bytes = bytes
-            if buffer.readerIndex > 64 * 1024 { buffer.discardReadBytes() }
+            if buffer.readerIndex > 64 * 1024 {
+                plainEnd = max(0, plainEnd - buffer.readerIndex)
+                buffer.discardReadBytes()
+            }
             buffer.writeBuffer(&bytes)
         }
     }
@@ -119,15 +128,14 @@ public struct FrameDecoder: Sendable {
                 return .payloadLoss(lost)
             }
             guard available > 0 else { return nil }
-            let count = Int(min(UInt64(available), remaining))
-            var piece = buffer.readSlice(length: count)!
+            var count = Int(min(UInt64(available), remaining))
             if let key = header.maskingKey {
-                // Copy out of the shared buffer before unmasking in place.
-                var copy = ByteBufferAllocator().buffer(capacity: count)
-                copy.writeBuffer(&piece)
-                copy.withUnsafeMutableReadableBytes { key.apply(to: $0, offset: Int(offset & 3)) }
-                piece = copy
+                if buffer.readerIndex >= plainEnd {
+                    unmaskAhead(key: key, remaining: remaining, offset: offset)
+                }
+                count = min(count, plainEnd - buffer.readerIndex)
             }
+            let piece = buffer.readSlice(length: count)!
             state = .payload(header: header, remaining: remaining - UInt64(count), offset: offset + UInt64(count))
             return .payload(piece)
         case .frameEnded:
@@ -136,6 +144,35 @@ public struct FrameDecoder: Sendable {
         case .resynchronizing:
             return resynchronize()
         }
+    }
+
+    /// Unmasks in place, in one pass, every masked payload byte held from the
+    /// reader index on: the rest of the current frame's (`remaining` bytes,
+    /// `offset` into its key) and those of the frames after it whose headers
+    /// are complete. Payload pieces are then slices of the buffer, not copies;
+    /// the buffer itself is copied at most once, when its storage is shared
+    /// (a relay forwarding these very bytes), never the caller's bytes.
+    ///
+    /// Only frames that ``next()`` will read as frames in sequence are
+    /// touched: the walk stops at an incomplete header and does not go past
+    /// the current frame when a gap follows it (`deferredGap`).
+    private mutating func unmaskAhead(key: MaskingKey, remaining: UInt64, offset: UInt64) {
+        let walksOn = deferredGap == 0
+        let plainCount = buffer.withUnsafeMutableReadableBytes { bytes -> Int in
+            var position = Int(min(UInt64(bytes.count), remaining))
+            key.apply(to: UnsafeMutableRawBufferPointer(rebasing: bytes[..<position]), offset: Int(offset & 3))
+            guard walksOn, UInt64(position) == remaining else { return position }
+            while position < bytes.count,
+                let (header, length) = FrameHeader.parse(UnsafeRawBufferPointer(rebasing: bytes[position...]))
+            {
+                let start = position + length
+                let count = Int(min(UInt64(bytes.count - start), header.payloadLength))
+                header.maskingKey?.apply(to: UnsafeMutableRawBufferPointer(rebasing: bytes[start..<(start + count)]), offset: 0)
+                position = start + count
+            }
+            return position
+        }
+        plainEnd = buffer.readerIndex + plainCount
     }
 
     private mutating func decodeHeader() -> Output? {

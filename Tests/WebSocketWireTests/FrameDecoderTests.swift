@@ -86,6 +86,36 @@ import WebSocketWire
         }
     }
 
+    /// Masked payloads are unmasked in the decoder's buffer, several frames
+    /// at a time; the bytes the caller still holds (a relay forwards them)
+    /// must stay exactly as they were.
+    @Test func unmasksInPlaceWithoutTouchingTheCallersBytes() {
+        let frames: [(WebSocketOpcode, MaskingKey?, [UInt8])] = [
+            (.text, MaskingKey(rawValue: 0x0102_0304), Array("first".utf8)),
+            (.binary, MaskingKey(rawValue: 0xA5A5_5A5A), (0..<200).map { UInt8(truncatingIfNeeded: $0 &* 31) }),
+            (.ping, nil, Array("an unmasked frame between".utf8)),
+            (.text, MaskingKey(rawValue: 0xFFFF_0000), Array("last, split across chunks".utf8)),
+        ]
+        let bytes = frames.flatMap { frameBytes(opcode: $0.0, key: $0.1, payload: $0.2) }
+        for chunks in [[bytes], [Array(bytes[..<150]), Array(bytes[150...])], [Array(bytes[..<(bytes.count - 9)]), Array(bytes.suffix(9))]] {
+            let buffers = chunks.map { ByteBuffer(bytes: $0) }
+            var decoder = FrameDecoder(senderMasks: true)
+            var payloads: [[UInt8]] = []
+            for buffer in buffers {
+                decoder.append(buffer)
+                while let output = decoder.next() {
+                    switch output {
+                    case .header: payloads.append([])
+                    case .payload(let piece): payloads[payloads.count - 1] += Array(buffer: piece)
+                    default: break
+                    }
+                }
+            }
+            #expect(payloads == frames.map(\.2), "chunks: \(chunks.map(\.count))")
+            #expect(zip(buffers, chunks).allSatisfy { Array(buffer: $0) == $1 }, "the caller's bytes changed")
+        }
+    }
+
     @Test func reportsButDecodesHeaderViolations() {
         // Reserved opcode 0x3, RSV2 set, 16-bit length for 5 bytes (non-minimal).
         let reserved: [UInt8] = [0xA3, 0x7E, 0x00, 0x05] + Self.hello
