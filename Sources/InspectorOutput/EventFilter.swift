@@ -14,6 +14,12 @@ public struct EventFilter {
 
     public init() {}
 
+    /// Whether it admits everything: checked first, because looking into an
+    /// event copies it (and reference-counts its buffers).
+    public var admitsAll: Bool {
+        directions == nil && opcodes == nil && connections == nil && !hideControlFrames && pattern == nil
+    }
+
     public func admits(_ event: InspectorEvent) -> Bool {
         if let connections, !connections.contains(event.connection) { return false }
         switch event {

@@ -6,7 +6,7 @@ import WebSocketWire
 public struct JSONLinesFormatter {
     public init() {}
 
-    public func append(_ event: InspectorEvent, to json: inout JSONWriter) {
+    public func append(_ event: borrowing InspectorEvent, to json: inout JSONWriter) {
         json.beginObject()
         switch event {
         case .connectionOpened(let opened):
@@ -75,7 +75,7 @@ public struct JSONLinesFormatter {
             json.field("opcode", h.opcode.rawValue)
             json.field("opcodeName", h.opcode.name)
             json.field("masked", h.isMasked)
-            json.field("maskingKey", h.maskingKey?.hexString)
+            json.field("maskingKey", maskingKey: h.maskingKey)
             json.field("payloadLength", h.payloadLength)
             json.field("lengthEncoding", h.lengthEncoding.name)
             json.field("payloadBase64", base64: frame.payload)

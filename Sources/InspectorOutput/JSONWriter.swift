@@ -202,6 +202,27 @@ public struct JSONWriter {
         needsComma = true
     }
 
+    /// Eight lowercase hex digits, as Wireshark prints `websocket.masking_key`,
+    /// or null; written directly, since a String per masked frame showed in
+    /// profiles.
+    public mutating func field(_ key: StaticString, maskingKey: MaskingKey?) {
+        self.key(key)
+        guard let maskingKey else {
+            appendNull()
+            return
+        }
+        reserve(10)
+        base.storeBytes(of: UInt8(ascii: "\""), toByteOffset: count, as: UInt8.self)
+        Self.hex.withUTF8Buffer { digits in
+            for index in 0..<8 {
+                let nibble = Int(maskingKey.rawValue >> UInt32(28 - 4 * index) & 0xF)
+                base.storeBytes(of: digits[nibble], toByteOffset: count + 1 + index, as: UInt8.self)
+            }
+        }
+        base.storeBytes(of: UInt8(ascii: "\""), toByteOffset: count + 9, as: UInt8.self)
+        count += 10
+    }
+
     public mutating func nullField(_ key: StaticString) {
         self.key(key)
         appendNull()
@@ -241,8 +262,13 @@ public struct JSONWriter {
     }
 
     private mutating func appendString(_ value: String) {
-        var value = value
-        value.withUTF8 { appendString(UnsafeRawBufferPointer($0)) }
+        // Native strings lend their bytes; copying the String to call
+        // `withUTF8` on it would retain it, per field of every event.
+        let done: Void? = value.utf8.withContiguousStorageIfAvailable { appendString(UnsafeRawBufferPointer($0)) }
+        if done == nil {
+            var value = value
+            value.withUTF8 { appendString(UnsafeRawBufferPointer($0)) }
+        }
     }
 
     private static let hex: StaticString = "0123456789abcdef"

@@ -10,6 +10,8 @@ import Glibc
 /// Runs events through the view's filter and formatter to standard output.
 struct EventPrinter {
     let filter: EventFilter
+    /// Computed once: most runs filter nothing.
+    private let filterAdmitsAll: Bool
     let format: ViewOptions.Format
     let text: TextFormatter
     let json = JSONLinesFormatter()
@@ -21,13 +23,14 @@ struct EventPrinter {
     init(view: ViewOptions, descriptor: Int32 = STDOUT_FILENO) throws {
         output = OutputStream(descriptor: descriptor)
         filter = try view.makeFilter()
+        filterAdmitsAll = filter.admitsAll
         format = view.format
         text = TextFormatter(options: view.textOptions())
         messagesOnly = view.messages
     }
 
     mutating func print(_ event: InspectorEvent) {
-        guard filter.admits(event) else {
+        guard filterAdmitsAll || filter.admits(event) else {
             filteredOut += 1
             return
         }

@@ -47,7 +47,10 @@ final class OutputThread: @unchecked Sendable {
         }
         _ = consume done
         queue.async {
-            for event in events { self.printer.print(event) }
+            // Borrowed from the array, not copied out of it one by one.
+            events.withUnsafeBufferPointer { events in
+                for index in events.indices { self.printer.print(events[index]) }
+            }
             if flush { self.printer.flush() }
             if self.printer.output.closed { self.closed.store(true, ordering: .relaxed) }
             self.finished.withLock { $0.append(events) }
