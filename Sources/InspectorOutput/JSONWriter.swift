@@ -71,8 +71,18 @@ public struct JSONWriter {
     @inline(__always)
     private mutating func write(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        reserve(bytes.count)
-        (base + count).copyMemory(from: source, byteCount: bytes.count)
+        reserve(bytes.count + 16)
+        if bytes.count <= 16 {
+            // Keys and literals: a call to memmove per field cost more than
+            // copying these few bytes here (the reserve leaves room to spill).
+            var index = 0
+            while index < bytes.count {
+                (base + count + index).storeBytes(of: source.load(fromByteOffset: index, as: UInt8.self), as: UInt8.self)
+                index += 1
+            }
+        } else {
+            (base + count).copyMemory(from: source, byteCount: bytes.count)
+        }
         count += bytes.count
     }
 
@@ -166,17 +176,18 @@ public struct JSONWriter {
         let magnitude = value.magnitude
         appendInteger(magnitude / UInt64(scale))
         write(UInt8(ascii: "."))
+        // The first `decimals` digits of the fraction, zero-padded: scale it
+        // to 10^decimals and print that many digits.
         var fraction = magnitude % UInt64(scale)
-        var divisor = UInt64(scale)
-        for _ in 0..<decimals {
-            divisor /= 10
-            guard divisor > 0 else {
-                write(UInt8(ascii: "0"))
-                continue
-            }
-            write(UInt8(ascii: "0") + UInt8(fraction / divisor))
-            fraction %= divisor
+        var digitsInScale = 0
+        var power: UInt64 = 1
+        while power < UInt64(scale) {
+            power *= 10
+            digitsInScale += 1
         }
+        for _ in decimals..<max(decimals, digitsInScale) { fraction /= 10 }
+        for _ in digitsInScale..<max(digitsInScale, decimals) { fraction *= 10 }
+        appendDigits(fraction, count: decimals)
     }
 
     public mutating func field(_ key: StaticString, base64 payload: ByteBuffer) {
@@ -239,24 +250,41 @@ public struct JSONWriter {
             appendInteger(UInt64(value.magnitude))
             return
         }
-        var remaining = UInt64(value)
-        if remaining < 10 {
-            write(UInt8(ascii: "0") + UInt8(remaining))
+        let value = UInt64(value)
+        if value < 10 {
+            write(UInt8(ascii: "0") + UInt8(value))
             return
         }
-        // 20 digits hold any UInt64; fill from the end.
-        var digits = 0
-        var probe = remaining
-        while probe > 0 {
+        var digits = 1
+        var power: UInt64 = 10
+        while digits < 20 && value >= power {
             digits += 1
-            probe /= 10
+            power = power &* 10
         }
+        appendDigits(value, count: digits)
+    }
+
+    /// "00" through "99", for writing two digits per division.
+    private static let digitPairs: [UInt8] = (0..<100).flatMap { [UInt8(ascii: "0") + UInt8($0 / 10), UInt8(ascii: "0") + UInt8($0 % 10)] }
+
+    /// The last `count` decimal digits of `value`, zero-padded.
+    private mutating func appendDigits(_ value: UInt64, count digits: Int) {
+        guard digits > 0 else { return }
         reserve(digits)
+        var remaining = value
         var index = count + digits
-        while remaining > 0 {
-            index -= 1
-            base.storeBytes(of: UInt8(ascii: "0") + UInt8(remaining % 10), toByteOffset: index, as: UInt8.self)
-            remaining /= 10
+        Self.digitPairs.withUnsafeBufferPointer { pairs in
+            while index - count >= 2 {
+                let pair = Int(remaining % 100) * 2
+                remaining /= 100
+                index -= 2
+                base.storeBytes(of: pairs[pair], toByteOffset: index, as: UInt8.self)
+                base.storeBytes(of: pairs[pair + 1], toByteOffset: index + 1, as: UInt8.self)
+            }
+            if index > count {
+                index -= 1
+                base.storeBytes(of: UInt8(ascii: "0") + UInt8(remaining % 10), toByteOffset: index, as: UInt8.self)
+            }
         }
         count += digits
     }

@@ -26,6 +26,15 @@ public enum Base64 {
         pairs.withUnsafeBufferPointer { pairs in
             var index = 0
             var position = 0
+            // Six bytes per step from one 8-byte load: four 12-bit lookups.
+            while index + 8 <= count {
+                let value = input.loadUnaligned(fromByteOffset: index, as: UInt64.self).bigEndian
+                let high = UInt64(pairs[Int(value >> 52)]) | UInt64(pairs[Int(value >> 40 & 0xFFF)]) << 16
+                let low = UInt64(pairs[Int(value >> 28 & 0xFFF)]) | UInt64(pairs[Int(value >> 16 & 0xFFF)]) << 16
+                out.storeBytes(of: (high | low << 32).littleEndian, toByteOffset: position, as: UInt64.self)
+                index += 6
+                position += 8
+            }
             while index + 3 <= count {
                 let value = UInt32(input.load(fromByteOffset: index, as: UInt8.self)) << 16
                     | UInt32(input.load(fromByteOffset: index + 1, as: UInt8.self)) << 8
