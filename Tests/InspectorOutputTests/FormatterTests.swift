@@ -94,7 +94,40 @@ import WebSocketWire
         var writer = JSONWriter()
         writer.beginObject()
         writer.field("time", fixed: 1_700_000_000_012_345_678, scale: 1_000_000_000, decimals: 6)
+        writer.field("rtt", fixed: -2_500_000, scale: 1_000_000, decimals: 3)
+        writer.field("zero", fixed: 0, scale: 1_000_000_000, decimals: 6)
         writer.endObject()
-        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"time":1700000000.012345}"#)
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"time":1700000000.012345,"rtt":-2.500,"zero":0.000000}"#)
+    }
+
+    /// Integers are written two digits at a time: every digit count.
+    @Test func writesIntegersOfEveryLength() throws {
+        var values: [Int64] = [0, 9, 10, 99, 100, -1, -10, Int64.max, Int64.min + 1]
+        var power: Int64 = 1
+        for _ in 0..<18 {
+            power *= 10
+            values += [power - 1, power, power + 1, -power]
+        }
+        for value in values {
+            var writer = JSONWriter()
+            writer.beginObject()
+            writer.field("n", value)
+            writer.field("u", UInt64(value.magnitude))
+            writer.endObject()
+            #expect(String(decoding: writer.bytes, as: UTF8.self) == "{\"n\":\(value),\"u\":\(value.magnitude)}")
+        }
+    }
+
+    /// RFC 4648 §10 vectors, then every length to 40 against Foundation's
+    /// encoder: the encoder takes six bytes per step, then three, then the tail.
+    @Test func encodesBase64LikeFoundation() {
+        let vectors = ["": "", "f": "Zg==", "fo": "Zm8=", "foo": "Zm9v", "foob": "Zm9vYg==", "fooba": "Zm9vYmE=", "foobar": "Zm9vYmFy"]
+        for (input, expected) in vectors {
+            #expect(Base64.encode(Array(input.utf8)) == expected)
+        }
+        for length in 0...40 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 97 &+ 13) }
+            #expect(Base64.encode(bytes) == Data(bytes).base64EncodedString(), "length \(length)")
+        }
     }
 }
