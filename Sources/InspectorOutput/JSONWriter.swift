@@ -264,8 +264,9 @@ public struct JSONWriter {
         appendDigits(value, count: digits)
     }
 
-    /// "00" through "99", for writing two digits per division.
-    private static let digitPairs: [UInt8] = (0..<100).flatMap { [UInt8(ascii: "0") + UInt8($0 / 10), UInt8(ascii: "0") + UInt8($0 % 10)] }
+    /// "00" through "99", for writing two digits per division. A literal:
+    /// unlike a computed table it needs no lazy initialisation check per use.
+    private static let digitPairs: StaticString = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
 
     /// The last `count` decimal digits of `value`, zero-padded.
     private mutating func appendDigits(_ value: UInt64, count digits: Int) {
@@ -273,7 +274,7 @@ public struct JSONWriter {
         reserve(digits)
         var remaining = value
         var index = count + digits
-        Self.digitPairs.withUnsafeBufferPointer { pairs in
+        Self.digitPairs.withUTF8Buffer { pairs in
             while index - count >= 2 {
                 let pair = Int(remaining % 100) * 2
                 remaining /= 100

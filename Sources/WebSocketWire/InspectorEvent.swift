@@ -131,6 +131,7 @@ public struct FrameEvent: Sendable {
         header: FrameHeader,
         payload: ByteBuffer,
         payloadTruncated: Bool,
+        isCompressed: Bool = false,
         close: CloseBody?,
         pingRoundTrip: Int64?,
         findings: [Finding],
@@ -143,6 +144,7 @@ public struct FrameEvent: Sendable {
         self.header = header
         self.payload = payload
         self.payloadTruncated = payloadTruncated
+        self.isCompressed = isCompressed
         self.close = close
         self.pingRoundTrip = pingRoundTrip
         self.findings = findings

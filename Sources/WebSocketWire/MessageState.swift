@@ -7,7 +7,7 @@ struct MessageState {
     var frameCount = 1
     var wireLength: UInt64 = 0
     var length: UInt64 = 0
-    var payload = ByteBuffer()
+    var payload: ByteBuffer
     var lost = false
     var utf8 = UTF8Validator()
     var validatesText = true
@@ -16,9 +16,10 @@ struct MessageState {
     /// Findings raised while the current frame was decoded, to attach to it.
     var newFindings: [Finding] = []
 
-    init(opcode: WebSocketOpcode, compressed: Bool) {
+    init(opcode: WebSocketOpcode, compressed: Bool, payload: ByteBuffer) {
         self.opcode = opcode
         self.compressed = compressed
+        self.payload = payload
     }
 
     mutating func keep(_ bytes: UnsafeRawBufferPointer, limit: Int) {
@@ -40,14 +41,15 @@ struct MessageState {
         }
     }
 
-    /// Consuming: the buffers move into the event instead of being shared.
-    consuming func event(connection: Int, time: Timestamp, packet: Int?, direction: Direction) -> MessageEvent {
-        MessageEvent(
+    /// Consuming, and boxed here: the buffers move into the event's box
+    /// instead of being copied there (and the copies released).
+    consuming func event(connection: Int, time: Timestamp, packet: Int?, direction: Direction) -> InspectorEvent {
+        .message(MessageEvent(
             connection: connection, time: time, packet: packet, direction: direction, opcode: opcode,
             frameCount: frameCount, compressed: compressed, wireLength: wireLength, length: length,
             payload: payload, payloadTruncated: lost || length > UInt64(payload.readableBytes),
             inflateError: inflateError, findings: findings
-        )
+        ))
     }
 }
 
@@ -56,11 +58,12 @@ struct FrameState {
     var header: FrameHeader
     var findings: [Finding]
     var packet: Int?
-    var payload = ByteBuffer()
+    var payload: ByteBuffer
     var received: UInt64 = 0
     var lost = false
 
-    /// Consuming: the payload and findings move into the event.
+    /// Consuming, and boxed here: the payload and findings move into the
+    /// event's box.
     consuming func event(
         connection: Int,
         time: Timestamp,
@@ -70,13 +73,14 @@ struct FrameState {
         close: CloseBody?,
         pingRoundTrip: Int64?,
         inflated: InflatedMessage?
-    ) -> FrameEvent {
-        var event = FrameEvent(
-            connection: connection, time: time, packet: packet, direction: direction, header: header,
-            payload: payload, payloadTruncated: lost || received > UInt64(payload.readableBytes),
-            close: close, pingRoundTrip: pingRoundTrip, findings: findings, inflated: inflated
+    ) -> InspectorEvent {
+        .frame(
+            FrameEvent(
+                connection: connection, time: time, packet: packet, direction: direction, header: header,
+                payload: payload, payloadTruncated: lost || received > UInt64(payload.readableBytes),
+                isCompressed: isCompressed, close: close, pingRoundTrip: pingRoundTrip, findings: findings,
+                inflated: inflated
+            )
         )
-        event.isCompressed = isCompressed
-        return event
     }
 }

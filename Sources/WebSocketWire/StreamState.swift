@@ -14,6 +14,9 @@ struct StreamState {
     var closeSent = false
     var stats = DirectionStatistics()
     var pings: [(payload: [UInt8], time: Timestamp)] = []
+    /// Where frames and messages start: `ByteBuffer()` looks up a shared
+    /// empty storage through a lazily initialised global, twice per frame.
+    private let empty = ByteBuffer()
 
     init(direction: Direction) {
         self.direction = direction
@@ -90,9 +93,9 @@ struct StreamState {
                 inflater = Inflater(windowBits: 15)
                 inflaterGuessed = true
             }
-            message = MessageState(opcode: header.opcode, compressed: compressed)
+            message = MessageState(opcode: header.opcode, compressed: compressed, payload: empty)
         }
-        frame = FrameState(header: header, findings: findings, packet: context.packet)
+        frame = FrameState(header: header, findings: findings, packet: context.packet, payload: empty)
     }
 
     // The frame and message states are mutated in place (`frame!.…`) and
@@ -109,7 +112,7 @@ struct StreamState {
         let deflate = context.deflate
         var close: CloseBody?
         var roundTrip: Int64?
-        var finishedMessage: MessageEvent?
+        var endsMessage = false
         let compressed = !header.opcode.isControl && (message?.compressed ?? false)
             && (deflate?.variant != .perFrame || header.rsv1)
 
@@ -153,7 +156,7 @@ struct StreamState {
             }
             if header.fin {
                 stats.messages += 1
-                finishedMessage = message.take()!.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction)
+                endsMessage = true
             }
         }
 
@@ -161,25 +164,19 @@ struct StreamState {
         stats.payloadBytes += header.payloadLength
         findingCount += frame!.findings.count
         var inflated: InflatedMessage?
-        if finishedMessage?.compressed == true {
-            // Field by field: binding the message would copy all of it.
+        if endsMessage && message!.compressed {
             inflated = InflatedMessage(
-                opcode: finishedMessage!.opcode, payload: finishedMessage!.payload, length: finishedMessage!.length,
-                error: finishedMessage!.inflateError
+                opcode: message!.opcode, payload: message!.payload, length: message!.length, error: message!.inflateError
             )
         }
-        // Built inside the append: a temporary moves into the event's box, a
-        // variable would be copied into it.
         events.append(
-            .frame(
-                frame.take()!.event(
-                    connection: context.connection, time: context.time, packet: context.packet, direction: direction,
-                    isCompressed: compressed, close: close, pingRoundTrip: roundTrip, inflated: inflated
-                )
+            frame.take()!.event(
+                connection: context.connection, time: context.time, packet: context.packet, direction: direction,
+                isCompressed: compressed, close: close, pingRoundTrip: roundTrip, inflated: inflated
             )
         )
-        if finishedMessage != nil {
-            events.append(.message(finishedMessage.take()!))
+        if endsMessage {
+            events.append(message.take()!.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction))
         }
     }
 
@@ -228,7 +225,7 @@ struct StreamState {
             message.lost = true
             message.findings.append(Finding(.truncatedFrame, "the connection ends before the end of this message"))
             findingCount += 1
-            events.append(.message(message.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction)))
+            events.append(message.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction))
             self.message = nil
         }
     }
