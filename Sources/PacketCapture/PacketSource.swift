@@ -113,18 +113,19 @@ public final class PacketSource {
         self.dumper = dumper
     }
 
-    private var header: UnsafeMutablePointer<pcap_pkthdr>?
-    private var data: UnsafePointer<u_char>?
-
     /// The next packet; its bytes are valid until the next call.
     public func next() throws(CaptureError) -> ReadResult {
-        let status = pcap_next_ex(handle, &header, &data)
+        // Locals, not stored properties: a class's stored properties cost an
+        // exclusivity check per access, per packet.
+        var headerPointer: UnsafeMutablePointer<pcap_pkthdr>?
+        var data: UnsafePointer<u_char>?
+        let status = pcap_next_ex(handle, &headerPointer, &data)
         switch status {
         case 1:
-            let header = header!.pointee
+            let header = headerPointer!.pointee
             if let dumper {
                 // pcap_dump takes the dumper as its opaque user argument.
-                pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: u_char.self), self.header, data)
+                pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: u_char.self), headerPointer, data)
                 if isLive { pcap_dump_flush(dumper) }
             }
             // Files are opened with nanosecond precision, live handles with micro.
