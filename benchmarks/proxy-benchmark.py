@@ -17,13 +17,22 @@ in separate processes (both C++-free JavaScript, but far faster than Python webs
 for small messages). The client keeps WINDOW messages in flight per connection, checks
 every echoed byte against what it sent (a mismatch aborts the run), and reports echoed
 messages/s, MB/s (payload bytes echoed per second, one way, 10^6 B) and the p50/p99
-round-trip latency, measured after a warm-up. Each scenario runs against three targets:
+round-trip latency, measured after a warm-up. Each scenario runs against these targets:
 
-    direct     client -> echo server
-    socat      client -> socat -b 262144 TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:S -> echo server
-    wsinspect  client -> wsinspect proxy --log FILE --format jsonl -> echo server
-               (a fresh proxy per scenario, logging every frame and message to a file)
-    no-log     client -> wsinspect proxy --no-log -> echo server (relay only)
+    direct       client -> echo server
+    socat        client -> socat -b 262144 TCP-LISTEN:P,fork,reuseaddr TCP:127.0.0.1:S -> echo server
+                 (socat's defaults: Nagle's algorithm on)
+    socat-nd     the same with ,nodelay on both addresses (TCP_NODELAY, as wsinspect by default)
+    wsinspect    client -> wsinspect proxy --log FILE --format jsonl -> echo server
+                 (a fresh proxy per scenario, logging every frame and message to a file)
+    no-log       client -> wsinspect proxy --no-log -> echo server (relay only)
+    nagle        wsinspect logging, with --nagle (socket options as socat's defaults)
+    nagle-nl     wsinspect --no-log --nagle
+
+Each wsinspect target is compared with the socat that uses the same socket options
+(socat-nd for the default, socat for --nagle), and also with plain socat. TCP_NODELAY
+decides how many segments small messages take, and so most of what the relay and both
+peers spend on them: the comparison is only fair between like options.
 
 For the relays the table also shows their CPU use (cores = CPU seconds / wall seconds),
 and for wsinspect how many of the relayed frames reached the log (the proxy drops log
@@ -262,11 +271,13 @@ def start_node_server(script: Path, procs: list[subprocess.Popen],
     return proc, int(m.group(1))
 
 
-def start_socat(target_port: int, procs: list[subprocess.Popen]) -> tuple[subprocess.Popen, int]:
-    """socat -b 262144 relaying a free local port to target_port (added to procs) -> (the process, its port)."""
+def start_socat(target_port: int, procs: list[subprocess.Popen], nodelay: bool = False) -> tuple[subprocess.Popen, int]:
+    """socat -b 262144 relaying a free local port to target_port (added to procs) -> (the process, its port);
+    `nodelay` sets TCP_NODELAY on both sockets."""
     port = free_port()
-    proc = subprocess.Popen(["socat", "-b", "262144", f"TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1",
-                             f"TCP:127.0.0.1:{target_port}"])
+    option = ",nodelay" if nodelay else ""
+    proc = subprocess.Popen(["socat", "-b", "262144", f"TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1{option}",
+                             f"TCP:127.0.0.1:{target_port}{option}"])
     procs.append(proc)
     wait_port(port)
     return proc, port
@@ -504,21 +515,26 @@ def main() -> int:
     try:
         echo, echo_port = start_node_server(workdir / "echo_server.js", procs)
         socat, socat_port = start_socat(echo_port, procs)
+        socat_nd, socat_nd_port = start_socat(echo_port, procs, nodelay=True)
 
         for sc in scenarios:
             print(f"== {sc.name}: {sc.description}", flush=True)
-            for target in ("direct", "socat", "wsinspect", "no-log"):
+            for target in TARGETS:
+                proxy_args = ["--nagle"] if target.startswith("nagle") else []
                 if target == "direct":
                     res = measure(sc, target, echo_port, None, echo.pid, workdir, args)
                 elif target == "socat":
                     res = measure(sc, target, socat_port, socat.pid, echo.pid, workdir, args)
-                elif target == "no-log":
-                    proxy = Proxy(binary, echo_port, workdir / f"nolog-{sc.name}.jsonl", workdir, logs=False)
+                elif target == "socat-nd":
+                    res = measure(sc, target, socat_nd_port, socat_nd.pid, echo.pid, workdir, args)
+                elif target in ("no-log", "nagle-nl"):
+                    proxy = Proxy(binary, echo_port, workdir / f"{target}-{sc.name}.jsonl", workdir, logs=False,
+                                  args=proxy_args)
                     res = measure(sc, target, proxy.port, proxy.proc.pid, echo.pid, workdir, args)
                     proxy.stop()
                 else:
-                    log = log_dir / f"proxy-bench-{sc.name}.jsonl"
-                    proxy = Proxy(binary, echo_port, log, workdir)
+                    log = log_dir / f"proxy-bench-{sc.name}{'-nagle' if proxy_args else ''}.jsonl"
+                    proxy = Proxy(binary, echo_port, log, workdir, args=proxy_args)
                     res = measure(sc, target, proxy.port, proxy.proc.pid, echo.pid, workdir, args)
                     rss = status_kib(proxy.proc.pid, "VmHWM")
                     wait_file_settled(log)
@@ -552,6 +568,9 @@ def main() -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+TARGETS = ("direct", "socat", "socat-nd", "wsinspect", "no-log", "nagle", "nagle-nl")
+
+
 def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
     lines = [
         f"wsinspect proxy benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
@@ -571,18 +590,21 @@ def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
             f"{r.scenario.name:9} {r.target:9} {r.msgs_per_s:10,.0f} {r.mb_per_s:8,.1f} {fmt(r.p50, '8.3f')}"
             f" {fmt(r.p99, '8.3f')} {fmt(r.relay_cores, '6.2f')} {fmt(r.client_cores, '6.2f')}"
             f" {fmt(r.echo_cores, '5.2f')} {fmt(r.others_cores, '6.2f')}  {r.notes}")
-    lines += ["", "wsinspect vs socat (same scenario, same run):"]
+    lines += ["", "wsinspect vs socat with the same socket options, and vs plain socat (same scenario, same run):"]
     by = {(r.scenario.name, r.target): r for r in results}
     for sc in dict.fromkeys(r.scenario for r in results):
-        s, d = by.get((sc.name, "socat")), by.get((sc.name, "direct"))
-        for target in ("wsinspect", "no-log"):
+        d = by.get((sc.name, "direct"))
+        for target, like in (("wsinspect", "socat-nd"), ("no-log", "socat-nd"), ("nagle", "socat"), ("nagle-nl", "socat")):
             p = by.get((sc.name, target))
-            if p and s and s.msgs_per_s:
+            for reference in dict.fromkeys((like, "socat")):
+                s = by.get((sc.name, reference))
+                if not (p and s and s.msgs_per_s and d and d.msgs_per_s):
+                    continue
                 lat = ""
                 if p.p50 is not None and s.p50:
-                    lat = f", p50 {1000 * (p.p50 - s.p50):+.0f} µs vs socat (x{p.p50 / s.p50:.2f}), p99 x{p.p99 / s.p99:.2f}"
-                lines.append(f"  {sc.name:9} {target:9} throughput {100 * p.msgs_per_s / s.msgs_per_s:5.0f} % of socat"
-                             f" ({100 * p.msgs_per_s / d.msgs_per_s:5.0f} % of direct){lat}")
+                    lat = f", p50 {1000 * (p.p50 - s.p50):+.0f} µs (x{p.p50 / s.p50:.2f}), p99 x{p.p99 / s.p99:.2f}"
+                lines.append(f"  {sc.name:9} {target:9} {100 * p.msgs_per_s / s.msgs_per_s:5.0f} % of {reference:8}"
+                             f" ({100 * p.msgs_per_s / d.msgs_per_s:3.0f} % of direct){lat}")
     busy = [r.others_cores for r in results if r.others_cores is not None]
     lines += [
         "",

@@ -24,6 +24,13 @@ public struct ProxyConfiguration: Sendable {
     public var handshakeTimeout: Int64 = 10
     /// Seconds without traffic either way before a connection is closed; 0 = never.
     public var idleTimeout: Int64 = 0
+    /// Send what was read at once (TCP_NODELAY on both sockets), the default:
+    /// the proxy adds no delay of its own. `false` lets Nagle's algorithm
+    /// (RFC 896) gather small writes while earlier ones are unacknowledged,
+    /// as a plain relay such as socat does by default: fewer segments, so
+    /// less CPU for the proxy and both peers under many small messages, at
+    /// the price of a possible wait for an ACK (`--nagle`).
+    public var sendsImmediately = true
     /// For a `wss://` upstream: a PEM file of CA certificates to trust instead
     /// of the system's; `nil` uses the system trust store.
     public var upstreamCAFile: String?

@@ -66,7 +66,11 @@ public final class ProxyServer: Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // TCP-level options (`.socketOption(.tcp_nodelay)` would set
+            // SOL_SOCKET option 1, SO_DEBUG); accepted sockets inherit the
+            // listener's, and get their own too.
+            .serverChannelOption(.tcpOption(.tcp_nodelay), value: configuration.sendsImmediately ? 1 : 0)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: configuration.sendsImmediately ? 1 : 0)
             .childChannelInitializer { channel in
                 let id = counter.next()
                 return channel.eventLoop.makeCompletedFuture {

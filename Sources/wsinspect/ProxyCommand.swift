@@ -67,6 +67,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Close connections idle for this many seconds (0 = never).")
     var idleTimeout: Int64 = 0
 
+    @Flag(name: .long, help: "Let Nagle's algorithm gather small writes on both sockets, as socat does by default (default: send each read at once, TCP_NODELAY).")
+    var nagle = false
+
     @Option(name: .long, help: "Payload bytes the log keeps per frame and per message: a preview, so that logging keeps up with large messages (the relay always carries everything).")
     var maxPayload: Int = 16 * 1024
 
@@ -200,6 +203,7 @@ struct ProxyCommand: ParsableCommand {
         configuration.addForwardedFor = forwardedFor
         configuration.handshakeTimeout = handshakeTimeout
         configuration.idleTimeout = idleTimeout
+        configuration.sendsImmediately = !nagle
         configuration.observer.maximumRetainedPayload = maxPayload
         configuration.pcapPath = writePcap
         configuration.decodesTraffic = !noLog

@@ -1375,10 +1375,12 @@ def recording_upstream(s2c: bytes):
     return behaviour
 
 
-def test_relay_is_byte_transparent(start_proxy):
+@pytest.mark.parametrize("options", [(), ("--nagle",)], ids=["nodelay", "nagle"])
+def test_relay_is_byte_transparent(start_proxy, options):
     """A raw client sends a valid handshake then arbitrary bytes (invalid frames, noise);
     the upstream receives exactly those bytes but for the Host line, in order, and the
-    client receives exactly what the upstream sent."""
+    client receives exactly what the upstream sent. With --nagle too (the kernel may then
+    gather writes into fewer segments; the byte stream must not change)."""
     rng = random.Random(1234)
     key = b"\x11\x22\x33\x44"
     crafted_c2s = [
@@ -1395,7 +1397,7 @@ def test_relay_is_byte_transparent(start_proxy):
                               extra=["Origin: http://client.example", "X-Custom: keep me"])
 
     with RawUpstream(recording_upstream(s2c)) as upstream:
-        proxy = start_proxy(upstream.url)
+        proxy = start_proxy(upstream.url, *options)
         with connect_raw(proxy.address) as s:
             # the head and the first frames in one write
             s.sendall(request + crafted_c2s[0] + crafted_c2s[1])
