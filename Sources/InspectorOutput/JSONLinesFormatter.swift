@@ -6,7 +6,7 @@ import WebSocketWire
 public struct JSONLinesFormatter {
     public init() {}
 
-    public func append(_ event: borrowing InspectorEvent, to json: inout JSONWriter) {
+    public func append(_ event: InspectorEvent, to json: inout JSONWriter) {
         json.beginObject()
         switch event {
         case .connectionOpened(let opened):

@@ -37,6 +37,9 @@ public struct CaptureDecoder {
             let y = b.fingerprint
             return min(x, y) &* 0x9E37_79B9_7F4A_7C15 ^ max(x, y)
         }
+
+        /// Its place in `recentFlows`.
+        var recentBucket: Int { Int(truncatingIfNeeded: symmetricFingerprint >> 60) }
     }
 
     fileprivate struct Flow {
@@ -106,13 +109,12 @@ public struct CaptureDecoder {
         if segment.missingPayload > 0 { statistics.truncatedPackets += 1 }
 
         let key = FlowKey(a: segment.source, b: segment.destination)
-        let bucket = Int(truncatingIfNeeded: key.symmetricFingerprint >> 60)
         var slot: Int?
-        if let recent = recentFlows[bucket], recent.key == key {
+        if let recent = recentFlows[key.recentBucket], recent.key == key {
             slot = recent.slot
         } else {
             slot = index[key]
-            if let slot { recentFlows[bucket] = (key, slot) }
+            if let slot { recentFlows[key.recentBucket] = (key, slot) }
         }
         if let existing = slot, segment.syn && !segment.ack, let flow = slots[existing],
             flow.clientISN != nil && flow.clientISN != segment.sequenceNumber || flow.toServer.finished || flow.toClient.finished
@@ -157,7 +159,7 @@ public struct CaptureDecoder {
             slot = slots.count - 1
         }
         index[key] = slot
-        recentFlows[Int(truncatingIfNeeded: key.symmetricFingerprint >> 60)] = (key, slot)
+        recentFlows[key.recentBucket] = (key, slot)
         return slot
     }
 
