@@ -26,10 +26,13 @@ public final class PacketSource {
     public let linkType: LinkType
     public let isLive: Bool
     private var dumper: OpaquePointer?
+    /// The stdio buffer of a file's stream, freed after the stream is closed.
+    private let streamBuffer: UnsafeMutableRawPointer?
 
-    private init(handle: OpaquePointer, isLive: Bool) {
+    private init(handle: OpaquePointer, isLive: Bool, streamBuffer: UnsafeMutableRawPointer? = nil) {
         self.handle = handle
         self.isLive = isLive
+        self.streamBuffer = streamBuffer
         self.linkType = LinkType(rawValue: pcap_datalink(handle))
     }
 
@@ -39,6 +42,7 @@ public final class PacketSource {
             pcap_dump_close(dumper)
         }
         pcap_close(handle)
+        streamBuffer?.deallocate()
     }
 
     /// Opens a capture file; `-` reads standard input.
@@ -55,16 +59,31 @@ public final class PacketSource {
                 throw CaptureError(.unreadable, "\(path): permission denied")
             }
         }
+        let name = path == "-" ? "standard input" : path
+        // Our own stream with a 1 MiB buffer: libpcap reads files with fread,
+        // and stdio's default buffer of a page made one read(2) per few packets.
+        // Standard input through a duplicate descriptor, so that closing the
+        // stream leaves descriptor 0 alone.
+        guard let file = path == "-" ? fdopen(dup(STDIN_FILENO), "rb") : fopen(path, "rb") else {
+            throw CaptureError(.unreadable, "\(name): \(String(cString: strerror(errno)))")
+        }
+        // glibc ignores the size unless the buffer is given.
+        let bufferSize = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 16)
+        setvbuf(file, buffer.assumingMemoryBound(to: CChar.self), _IOFBF, bufferSize)
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
-        guard let handle = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer) else {
+        // On success the handle owns the stream (pcap_close closes it); on
+        // failure it is still ours.
+        guard let handle = pcap_fopen_offline_with_tstamp_precision(file, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer) else {
+            fclose(file)
+            buffer.deallocate()
             let message = cString(errorBuffer)
-            let name = path == "-" ? "standard input" : path
             if message.contains("unknown file format") || message.contains("truncated") || message.contains("bad dump file") || message.contains("file is empty") {
                 throw CaptureError(.notACapture, "\(name): not a pcap or pcapng capture file (\(message))")
             }
             throw CaptureError(.unreadable, "\(name): \(message)")
         }
-        return PacketSource(handle: handle, isLive: false)
+        return PacketSource(handle: handle, isLive: false, streamBuffer: buffer)
     }
 
     /// Opens a live interface in immediate mode, so frames show as they arrive.
