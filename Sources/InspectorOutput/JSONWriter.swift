@@ -319,7 +319,12 @@ public struct JSONWriter {
                 let quote = word ^ (ones &* 0x22)
                 let backslash = word ^ (ones &* 0x5C)
                 let special = (word &- ones &* 0x20) | (quote &- ones) & ~quote | (backslash &- ones) & ~backslash | word
-                if special & highs != 0 { break }
+                if special & highs != 0 {
+                    // The lowest flagged byte is exact (borrows only reach
+                    // higher ones): skip the plain bytes before it.
+                    index += (special & highs).trailingZeroBitCount >> 3
+                    break
+                }
                 index += 8
             }
             if index >= count { break }
