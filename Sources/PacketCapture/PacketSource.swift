@@ -71,6 +71,9 @@ public final class PacketSource {
         let bufferSize = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 16)
         setvbuf(file, buffer.assumingMemoryBound(to: CChar.self), _IOFBF, bufferSize)
+        // Only the reading thread touches the stream: no stdio lock per
+        // fread (libpcap makes two per packet).
+        __fsetlocking(file, Int32(FSETLOCKING_BYCALLER))
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
         // On success the handle owns the stream (pcap_close closes it); on
         // failure it is still ours.
