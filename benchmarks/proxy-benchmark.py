@@ -488,6 +488,8 @@ def main() -> int:
     ap.add_argument("--binary", help="wsinspect binary (default .build/release/wsinspect)")
     ap.add_argument("--only", help="comma-separated scenario names: " + ", ".join(s.name for s in SCENARIOS))
     ap.add_argument("--keep-logs", action="store_true", help="keep the proxy's JSON Lines logs in benchmarks/out/")
+    ap.add_argument("--proxy-args", default="",
+                    help="extra arguments for every wsinspect proxy, e.g. \"--max-payload 4096\" (split on spaces)")
     args = ap.parse_args()
 
     for tool in ("node", "socat"):
@@ -520,7 +522,7 @@ def main() -> int:
         for sc in scenarios:
             print(f"== {sc.name}: {sc.description}", flush=True)
             for target in TARGETS:
-                proxy_args = ["--nagle"] if target.startswith("nagle") else []
+                proxy_args = (["--nagle"] if target.startswith("nagle") else []) + args.proxy_args.split()
                 if target == "direct":
                     res = measure(sc, target, echo_port, None, echo.pid, workdir, args)
                 elif target == "socat":
@@ -533,7 +535,7 @@ def main() -> int:
                     res = measure(sc, target, proxy.port, proxy.proc.pid, echo.pid, workdir, args)
                     proxy.stop()
                 else:
-                    log = log_dir / f"proxy-bench-{sc.name}{'-nagle' if proxy_args else ''}.jsonl"
+                    log = log_dir / f"proxy-bench-{sc.name}{'-nagle' if target.startswith('nagle') else ''}.jsonl"
                     proxy = Proxy(binary, echo_port, log, workdir, args=proxy_args)
                     res = measure(sc, target, proxy.port, proxy.proc.pid, echo.pid, workdir, args)
                     rss = status_kib(proxy.proc.pid, "VmHWM")
@@ -577,6 +579,7 @@ def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
         *setup_lines(binary),
         f"  node: {version_of(['node', '--version'])}, ws {ws_version()}; {socat_version()}",
         f"  each run: {args.warmup} s warm-up, {args.duration} s measured; whole benchmark {elapsed:.0f} s",
+        *([f"  wsinspect proxy arguments added: {args.proxy_args}"] if args.proxy_args else []),
         "",
         f"{'scenario':9} {'target':9} {'msgs/s':>10} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
         f" {'relay':>6} {'client':>6} {'echo':>5} {'others':>6}  notes",
