@@ -18,9 +18,10 @@ final class OutputThread: @unchecked Sendable {
     static let batchSize = 1024
     private let closed = Atomic<Bool>(false)
     /// Batches the output thread is done with, handed back so that their
-    /// events are freed on the thread that allocated them: freeing on the
-    /// other thread makes malloc take the allocating arena's lock, and that
-    /// contention cost more than the formatting itself.
+    /// events are freed on the thread that allocated them. With glibc's
+    /// malloc, freeing on the other thread took the allocating arena's lock;
+    /// with mimalloc it is a slower remote free: the benchmark capture reads
+    /// in ~0.77 s with the hand-back and ~0.84 s without.
     private let finished = Mutex<[[InspectorEvent]]>([])
 
     init(printer: EventPrinter) {
