@@ -122,7 +122,14 @@ public struct FrameEvent: Sendable {
     /// For a frame that completes a compressed message: the inflated
     /// message, so views can show readable text next to the frame.
     public var inflated: InflatedMessage?
+}
 
+extension FrameEvent {
+    /// For callers outside this module. It leaves out `isCompressed` and
+    /// `inflated` (set them afterwards): with the same parameters it would
+    /// replace the memberwise initialiser, which the decoder uses because it
+    /// moves the payload into the event's box, where an explicit initialiser
+    /// made the optimiser copy the whole event (four reference counts).
     public init(
         connection: Int,
         time: Timestamp,
@@ -131,11 +138,9 @@ public struct FrameEvent: Sendable {
         header: FrameHeader,
         payload: ByteBuffer,
         payloadTruncated: Bool,
-        isCompressed: Bool = false,
         close: CloseBody?,
         pingRoundTrip: Int64?,
-        findings: [Finding],
-        inflated: InflatedMessage? = nil
+        findings: [Finding]
     ) {
         self.connection = connection
         self.time = time
@@ -144,11 +149,9 @@ public struct FrameEvent: Sendable {
         self.header = header
         self.payload = payload
         self.payloadTruncated = payloadTruncated
-        self.isCompressed = isCompressed
         self.close = close
         self.pingRoundTrip = pingRoundTrip
         self.findings = findings
-        self.inflated = inflated
     }
 }
 

@@ -4,8 +4,15 @@ import NIOCore
 struct StreamState {
     let direction: Direction
     var decoder = FrameDecoder()
-    var frame: FrameState?
-    var message: MessageState?
+    /// The frame and message being decoded, as the events they will become.
+    /// Each is filled in place and moved whole into the event queue: built
+    /// from a separate state at the end, the optimiser copied every buffer
+    /// reference into the event and released the state's (about ten
+    /// reference counts per frame).
+    var frame: FrameEvent?
+    var frameProgress = FrameProgress()
+    var message: MessageEvent?
+    var messageProgress = MessageProgress()
     var inflater: Inflater?
     /// Set when this direction's inflate context can no longer be trusted.
     var inflateUnusable: String?
@@ -93,14 +100,24 @@ struct StreamState {
                 inflater = Inflater(windowBits: 15)
                 inflaterGuessed = true
             }
-            message = MessageState(opcode: header.opcode, compressed: compressed, payload: empty)
+            message = MessageEvent(
+                connection: context.connection, time: context.time, packet: context.packet, direction: direction,
+                opcode: header.opcode, frameCount: 1, compressed: compressed, wireLength: 0, length: 0, payload: empty,
+                payloadTruncated: false, inflateError: nil, findings: []
+            )
+            messageProgress = MessageProgress()
         }
-        frame = FrameState(header: header, findings: findings, packet: context.packet, payload: empty)
+        frame = FrameEvent(
+            connection: context.connection, time: context.time, packet: context.packet, direction: direction,
+            header: header, payload: empty, payloadTruncated: false, isCompressed: false, close: nil,
+            pingRoundTrip: nil, findings: findings, inflated: nil
+        )
+        frameProgress = FrameProgress()
     }
 
-    // The frame and message states are mutated in place (`frame!.…`) and
-    // moved out only once, into their events: taking them out and writing them
-    // back copied every buffer reference they hold, twice per frame.
+    // The frame and message are mutated in place (`frame!.…`) and moved out
+    // only once, into the queue: taking them out and writing them back copied
+    // every buffer reference they hold, twice per frame.
     mutating func endFrame(
         _ context: FrameContext,
         events: inout EventQueue,
@@ -117,13 +134,13 @@ struct StreamState {
             && (deflate?.variant != .perFrame || header.rsv1)
 
         if header.opcode == .close {
-            close = StreamState.parseClose(frame!.payload, complete: !frame!.lost, findings: &frame!.findings)
+            close = StreamState.parseClose(frame!.payload, complete: !frameProgress.lost, findings: &frame!.findings)
             closeSent = true
             stats.close = close
-        } else if header.opcode == .ping, !frame!.lost {
+        } else if header.opcode == .ping, !frameProgress.lost {
             if pings.count >= 64 { pings.removeFirst() }
             pings.append((Array(buffer: frame!.payload), context.time))
-        } else if header.opcode == .pong, !frame!.lost {
+        } else if header.opcode == .pong, !frameProgress.lost {
             // RFC 6455 §5.5.3: a pong echoes the ping's application data; match
             // the earliest unanswered ping from the other side.
             let payload = Array(buffer: frame!.payload)
@@ -138,21 +155,23 @@ struct StreamState {
                 // Set in consumePayload for frames with a payload; an empty
                 // RSV1 frame still ends a compressed block.
                 message!.compressed = true
-                inflateTail(limit: context.limit, resetAfter: false, fed: frame!.received)
+                inflateTail(limit: context.limit, resetAfter: false, fed: frameProgress.received)
             }
             if header.fin {
                 if message!.compressed && deflate?.variant != .perFrame {
                     let reset = deflate?.noContextTakeover(for: direction) ?? false
                     inflateTail(limit: context.limit, resetAfter: reset, fed: message!.wireLength)
                 }
-                if message!.opcode == .text, message!.validatesText, message!.utf8.isValid, !message!.utf8.isCompleteAndValid {
-                    message!.newFindings.append(Finding(.invalidUTF8, "text message ends inside a UTF-8 sequence (RFC 6455 §8.1)"))
+                if message!.opcode == .text, messageProgress.validatesText, messageProgress.utf8.isValid,
+                    !messageProgress.utf8.isCompleteAndValid
+                {
+                    messageProgress.newFindings.append(Finding(.invalidUTF8, "text message ends inside a UTF-8 sequence (RFC 6455 §8.1)"))
                 }
             }
-            if !message!.newFindings.isEmpty {
-                frame!.findings += message!.newFindings
-                message!.findings += message!.newFindings
-                message!.newFindings = []
+            if !messageProgress.newFindings.isEmpty {
+                frame!.findings += messageProgress.newFindings
+                message!.findings += messageProgress.newFindings
+                messageProgress.newFindings = []
             }
             if header.fin {
                 stats.messages += 1
@@ -169,15 +188,25 @@ struct StreamState {
                 opcode: message!.opcode, payload: message!.payload, length: message!.length, error: message!.inflateError
             )
         }
-        events.append(
-            frame.take()!.event(
-                connection: context.connection, time: context.time, packet: context.packet, direction: direction,
-                isCompressed: compressed, close: close, pingRoundTrip: roundTrip, inflated: inflated
-            )
-        )
+        frame!.time = context.time
+        frame!.packet = context.packet
+        frame!.payloadTruncated = frameProgress.lost || frameProgress.received > UInt64(frame!.payload.readableBytes)
+        frame!.isCompressed = compressed
+        frame!.close = close
+        frame!.pingRoundTrip = roundTrip
+        frame!.inflated = inflated
+        events.append(.frame(frame.take()!))
         if endsMessage {
-            events.append(message.take()!.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction))
+            endMessage(context, events: &events)
         }
+    }
+
+    /// Stamps the open message with where it ended and moves it into `events`.
+    private mutating func endMessage(_ context: FrameContext, events: inout EventQueue) {
+        message!.time = context.time
+        message!.packet = context.packet
+        message!.payloadTruncated = messageProgress.lost || message!.length > UInt64(message!.payload.readableBytes)
+        events.append(.message(message.take()!))
     }
 
     /// Close payload: empty, or a 2-byte code and a UTF-8 reason (RFC 6455 §5.5.1).
@@ -203,36 +232,28 @@ struct StreamState {
     }
 
     /// Reports a frame or message the capture ended inside of.
+    /// The frame keeps the packet it began in: nothing ended it.
     mutating func flushIncomplete(_ context: FrameContext, events: inout EventQueue, findingCount: inout Int) {
-        if let frame {
-            var findings = frame.findings
-            let missing = frame.header.payloadLength - frame.received
-            findings.append(Finding(.truncatedFrame, "the connection ends \(missing) bytes before the end of this frame"))
-            findingCount += findings.count
+        if frame != nil {
+            let missing = frame!.header.payloadLength - frameProgress.received
+            frame!.findings.append(Finding(.truncatedFrame, "the connection ends \(missing) bytes before the end of this frame"))
+            frame!.time = context.time
+            frame!.payloadTruncated = true
+            findingCount += frame!.findings.count
             stats.frames += 1
-            events.append(
-                .frame(
-                    FrameEvent(
-                        connection: context.connection, time: context.time, packet: frame.packet, direction: direction,
-                        header: frame.header, payload: frame.payload, payloadTruncated: true, close: nil,
-                        pingRoundTrip: nil, findings: findings
-                    )
-                )
-            )
-            self.frame = nil
+            events.append(.frame(frame.take()!))
         }
-        if var message {
-            message.lost = true
-            message.findings.append(Finding(.truncatedFrame, "the connection ends before the end of this message"))
+        if message != nil {
+            messageProgress.lost = true
+            message!.findings.append(Finding(.truncatedFrame, "the connection ends before the end of this message"))
             findingCount += 1
-            events.append(message.event(connection: context.connection, time: context.time, packet: context.packet, direction: direction))
-            self.message = nil
+            endMessage(context, events: &events)
         }
     }
 
     mutating func consumePayload(_ piece: ByteBuffer, limit: Int, deflate: DeflateParameters?) {
         guard frame != nil else { return }
-        frame!.received += UInt64(piece.readableBytes)
+        frameProgress.received += UInt64(piece.readableBytes)
         let kept = frame!.payload.readableBytes
         if kept == 0 && piece.readableBytes <= limit {
             frame!.payload = piece
@@ -253,12 +274,24 @@ struct StreamState {
             inflate(piece, limit: limit)
         } else if message!.payload.readableBytes == 0 && piece.readableBytes <= limit {
             // Uncompressed and the first bytes: share the frame's buffer.
-            piece.withUnsafeReadableBytes { message!.validate($0) }
+            let opcode = message!.opcode
+            piece.withUnsafeReadableBytes { messageProgress.validate($0, opcode: opcode) }
             message!.length += UInt64(piece.readableBytes)
             message!.payload = piece
         } else {
-            piece.withUnsafeReadableBytes { message!.keep($0, limit: limit) }
+            piece.withUnsafeReadableBytes { keep($0, limit: limit) }
         }
+    }
+
+    /// Adds the next (unmasked, inflated) bytes to the open message, keeping
+    /// up to `limit` of them.
+    mutating func keep(_ bytes: UnsafeRawBufferPointer, limit: Int) {
+        message!.length += UInt64(bytes.count)
+        let room = limit - message!.payload.readableBytes
+        if room > 0 {
+            message!.payload.writeBytes(UnsafeRawBufferPointer(rebasing: bytes.prefix(room)))
+        }
+        messageProgress.validate(bytes, opcode: message!.opcode)
     }
 
     /// Inflates the next compressed bytes of the open message into it.
@@ -266,19 +299,19 @@ struct StreamState {
         guard message!.inflateError == nil else { return }
         if let reason = inflateUnusable {
             message!.inflateError = reason
-            message!.newFindings.append(Finding(.cannotInflate, "message not inflated: \(reason)"))
+            messageProgress.newFindings.append(Finding(.cannotInflate, "message not inflated: \(reason)"))
             return
         }
         guard let inflater else { return }
         do {
-            try inflater.inflate(bytes) { message!.keep($0, limit: limit) }
+            try inflater.inflate(bytes) { keep($0, limit: limit) }
         } catch {
             let description = (error as? Inflater.Error)?.description ?? "\(error)"
             message!.inflateError = description
             if inflaterGuessed {
-                message!.newFindings.append(Finding(.cannotInflate, "message not inflated: the capture began after the handshake, so the compression parameters and the context of earlier messages are unknown (zlib: \(description))"))
+                messageProgress.newFindings.append(Finding(.cannotInflate, "message not inflated: the capture began after the handshake, so the compression parameters and the context of earlier messages are unknown (zlib: \(description))"))
             } else {
-                message!.newFindings.append(Finding(.inflateError, "inflating the message failed: \(description) (RFC 7692 §7.2.2)"))
+                messageProgress.newFindings.append(Finding(.inflateError, "inflating the message failed: \(description) (RFC 7692 §7.2.2)"))
             }
             inflateUnusable = "an earlier message failed to inflate, so the shared compression context is lost"
         }
@@ -288,7 +321,7 @@ struct StreamState {
     /// (RFC 7692 §7.2.2) — unless nothing was fed: an empty payload carries no
     /// block, and a bare tail would leave zlib waiting inside a stored block.
     mutating func inflateTail(limit: Int, resetAfter: Bool, fed: UInt64) {
-        if message!.inflateError == nil, !message!.lost, fed > 0 {
+        if message!.inflateError == nil, !messageProgress.lost, fed > 0 {
             var tail = ByteBuffer()
             tail.writeBytes(Inflater.messageTail)
             inflate(tail, limit: limit)
@@ -304,22 +337,21 @@ struct StreamState {
     /// Bytes went missing; the current frame, its message and (with context
     /// takeover) the inflate context are incomplete from here on.
     mutating func markLoss(outcome: FrameDecoder.GapOutcome, deflate: DeflateParameters?) {
-        frame?.lost = true
-        guard var message else { return }
-        message.lost = true
-        message.validatesText = false
-        if message.compressed && message.inflateError == nil {
-            message.inflateError = "bytes of this message are missing from the capture"
-            message.newFindings.append(Finding(.cannotInflate, "message not inflated: bytes are missing from the capture"))
-        }
-        if message.compressed && !(deflate?.noContextTakeover(for: direction) ?? false) {
-            inflateUnusable = "bytes were missing earlier in this direction, so the shared compression context is lost"
+        frameProgress.lost = true
+        if message != nil {
+            messageProgress.lost = true
+            messageProgress.validatesText = false
+            if message!.compressed && message!.inflateError == nil {
+                message!.inflateError = "bytes of this message are missing from the capture"
+                messageProgress.newFindings.append(Finding(.cannotInflate, "message not inflated: bytes are missing from the capture"))
+            }
+            if message!.compressed && !(deflate?.noContextTakeover(for: direction) ?? false) {
+                inflateUnusable = "bytes were missing earlier in this direction, so the shared compression context is lost"
+            }
         }
         if outcome == .resynchronizing {
-            self.frame = nil
-            self.message = nil
-        } else {
-            self.message = message
+            frame = nil
+            message = nil
         }
     }
 }
