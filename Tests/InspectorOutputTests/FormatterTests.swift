@@ -130,4 +130,28 @@ import WebSocketWire
             #expect(Base64.encode(bytes) == Data(bytes).base64EncodedString(), "length \(length)")
         }
     }
+
+    /// A payload written again (a message that repeats its frame) copies the
+    /// earlier text; other bytes of the same length, a slice of the same
+    /// storage, and a payload after `clear()` are encoded afresh.
+    @Test func reusesBase64OnlyForTheSameBytes() {
+        let storage = ByteBuffer(bytes: Array("abcdefabcXYZ".utf8))
+        let first = storage.getSlice(at: 0, length: 6)!
+        let sameStorageOtherBytes = storage.getSlice(at: 6, length: 6)!
+        let otherStorage = ByteBuffer(bytes: Array("abcdef".utf8))
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.field("a", base64: first)
+        writer.field("b", base64: first)
+        writer.field("c", base64: sameStorageOtherBytes)
+        writer.field("d", base64: otherStorage)
+        writer.field("e", base64: ByteBuffer())
+        writer.endObject()
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"a":"YWJjZGVm","b":"YWJjZGVm","c":"YWJjWFla","d":"YWJjZGVm","e":""}"#)
+        writer.clear()
+        writer.beginObject()
+        writer.field("f", base64: sameStorageOtherBytes)
+        writer.endObject()
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == #"{"f":"YWJjWFla"}"#)
+    }
 }
