@@ -243,19 +243,31 @@ extension CaptureDecoder.Flow {
             )
         }
         let direction: Direction = segment.source == client ? .clientToServer : .serverToClient
-        var payload = ByteBuffer()
-        if !segment.payload.isEmpty { payload = ByteBuffer(bytes: segment.payload) }
-        if direction == .clientToServer {
-            toServer.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: consume payload, missingTail: segment.missingPayload)
-        } else {
-            toClient.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: consume payload, missingTail: segment.missingPayload)
-        }
-        if segment.rst {
-            toServer.flush()
-            toClient.flush()
-        }
         // The observer appends straight to the decoder's queue and hands it back.
         observer!.lendQueue(&events)
+        var inOrder = false
+        if !segment.rst {
+            let sequence = segment.sequenceNumber, count = segment.payload.count, missing = segment.missingPayload
+            inOrder =
+                direction == .clientToServer
+                ? toServer.takeIfNext(sequence: sequence, syn: segment.syn, fin: segment.fin, byteCount: count, missingTail: missing)
+                : toClient.takeIfNext(sequence: sequence, syn: segment.syn, fin: segment.fin, byteCount: count, missingTail: missing)
+        }
+        if inOrder {
+            // The common case: straight to the observer, without the queue.
+            observer!.receive(ByteBuffer(bytes: segment.payload), from: direction, at: time, packet: number)
+        } else {
+            let payload = segment.payload.isEmpty ? ByteBuffer() : ByteBuffer(bytes: segment.payload)
+            if direction == .clientToServer {
+                toServer.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload)
+            } else {
+                toClient.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload)
+            }
+            if segment.rst {
+                toServer.flush()
+                toClient.flush()
+            }
+        }
         CaptureDecoder.deliver(&toServer, .clientToServer, to: &observer!, at: time, packet: number)
         CaptureDecoder.deliver(&toClient, .serverToClient, to: &observer!, at: time, packet: number)
         collect(statistics: &statistics, events: &events)

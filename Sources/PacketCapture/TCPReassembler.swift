@@ -44,6 +44,22 @@ public struct TCPReassembler: Sendable {
     /// Bytes waiting for an earlier hole to be filled.
     public var bufferedByteCount: Int { pendingBytes }
 
+    /// The common case without the queue: when a segment's `byteCount` bytes
+    /// are exactly the next ones and nothing is held or waiting, records them
+    /// as delivered and returns `true`; the caller hands them on itself.
+    /// Otherwise changes nothing and returns `false`: call
+    /// ``add(sequence:syn:fin:payload:missingTail:)``.
+    public mutating func takeIfNext(sequence: UInt32, syn: Bool, fin: Bool, byteCount: Int, missingTail: Int) -> Bool {
+        guard !syn, missingTail == 0, byteCount > 0, sequence == nextSequence, pending.isEmpty, ready.isEmpty else {
+            return false
+        }
+        let next = sequence &+ UInt32(truncatingIfNeeded: byteCount)
+        if fin { finSequence = next }
+        nextSequence = next
+        if let fin = finSequence, Int32(bitPattern: next &- fin) >= 0 { finished = true }
+        return true
+    }
+
     /// Adds a segment; `missingTail` counts payload bytes the capture cut off.
     /// What it makes ready comes out of ``nextDelivery()``.
     public mutating func add(

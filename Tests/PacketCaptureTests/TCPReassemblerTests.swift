@@ -11,8 +11,16 @@ import Testing
         var missingTail = 0
     }
 
-    /// Feeds segments and renders deliveries as text, gaps as "<gap N>".
+    /// Feeds segments and renders deliveries as text, gaps as "<gap N>";
+    /// checks that taking in-order segments directly (``TCPReassembler/takeIfNext(sequence:syn:fin:byteCount:missingTail:)``,
+    /// as the capture decoder does) delivers the same.
     func run(_ segments: [Segment], flush: Bool = true, limit: Int = 1 << 20) -> String {
+        let queued = run(segments, flush: flush, limit: limit, direct: false)
+        #expect(run(segments, flush: flush, limit: limit, direct: true) == queued)
+        return queued
+    }
+
+    func run(_ segments: [Segment], flush: Bool, limit: Int, direct: Bool) -> String {
         var reassembler = TCPReassembler(bufferLimit: limit)
         var out = ""
         func drain() {
@@ -24,6 +32,15 @@ import Testing
             }
         }
         for segment in segments {
+            if direct,
+                reassembler.takeIfNext(
+                    sequence: segment.sequence, syn: segment.syn, fin: segment.fin,
+                    byteCount: segment.bytes.utf8.count, missingTail: segment.missingTail
+                )
+            {
+                out += segment.bytes
+                continue
+            }
             reassembler.add(
                 sequence: segment.sequence, syn: segment.syn, fin: segment.fin,
                 payload: ByteBuffer(string: segment.bytes), missingTail: segment.missingTail
@@ -97,5 +114,24 @@ import Testing
         var reassembler = TCPReassembler()
         reassembler.add(sequence: 1, syn: false, fin: true, payload: ByteBuffer(string: "x"))
         #expect(reassembler.finished)
+    }
+
+    private func take(_ reassembler: inout TCPReassembler, sequence: UInt32, syn: Bool, fin: Bool, byteCount: Int, missingTail: Int) -> Bool {
+        reassembler.takeIfNext(sequence: sequence, syn: syn, fin: fin, byteCount: byteCount, missingTail: missingTail)
+    }
+
+    @Test func takesOnlyTheNextBytesWithNothingWaiting() {
+        var reassembler = TCPReassembler()
+        reassembler.add(sequence: 0, syn: true, fin: false, payload: ByteBuffer())
+        #expect(!take(&reassembler, sequence: 5, syn: false, fin: false, byteCount: 2, missingTail: 0))
+        #expect(take(&reassembler, sequence: 1, syn: false, fin: false, byteCount: 2, missingTail: 0))
+        #expect(!take(&reassembler, sequence: 3, syn: false, fin: false, byteCount: 2, missingTail: 1))
+        reassembler.add(sequence: 9, syn: false, fin: false, payload: ByteBuffer(string: "early"))
+        #expect(!take(&reassembler, sequence: 3, syn: false, fin: false, byteCount: 2, missingTail: 0))
+        #expect(reassembler.nextSequence == 3)
+        var other = TCPReassembler()
+        other.add(sequence: 0, syn: true, fin: false, payload: ByteBuffer())
+        #expect(take(&other, sequence: 1, syn: false, fin: true, byteCount: 3, missingTail: 0))
+        #expect(other.finished)
     }
 }
