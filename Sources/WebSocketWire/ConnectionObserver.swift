@@ -527,6 +527,8 @@ public struct ConnectionObserver {
     private mutating func prepareDecoders(synchronized: Bool) {
         client.decoder = FrameDecoder(senderMasks: true, synchronized: synchronized)
         server.decoder = FrameDecoder(senderMasks: false, synchronized: synchronized)
+        client.decoder.yieldsWholeFrames = true
+        server.decoder.yieldsWholeFrames = true
         if let deflate, deflate.variant == .perMessage || deflate.variant == .perFrame {
             client.inflater = Inflater(windowBits: deflate.inflateWindowBits(for: .clientToServer))
             server.inflater = Inflater(windowBits: deflate.inflateWindowBits(for: .serverToClient))

@@ -15,6 +15,9 @@ public struct FrameDecoder: Sendable {
         case payload(ByteBuffer)
         /// The current frame's payload is complete.
         case end
+        /// A frame whose whole payload is buffered: `header`, one `payload`
+        /// and `end` in one output. Only with ``yieldsWholeFrames``.
+        case frame(FrameHeader, ByteBuffer)
         /// Bytes passed over while looking for a frame boundary after a gap.
         case skipped(Int)
         /// Bytes of the current frame's payload that the stream lost (a gap
@@ -60,6 +63,11 @@ public struct FrameDecoder: Sendable {
     /// When a search for a frame boundary has looked this far without
     /// confirmation, it accepts the first plausible header.
     public var resynchronizationWindow = 64 * 1024
+
+    /// Whether a frame whose payload is all buffered comes out as one
+    /// `.frame` output. Most frames of a capture arrive whole, and one output
+    /// instead of three lets the caller build the frame around its payload.
+    public var yieldsWholeFrames = false
 
     /// - Parameter synchronized: `false` when the stream may start inside a
     ///   frame (a capture begun mid-connection); the decoder then searches for
@@ -179,6 +187,20 @@ public struct FrameDecoder: Sendable {
         let parsed = buffer.withUnsafeReadableBytes { FrameHeader.parse($0) }
         guard let (header, length) = parsed else { return nil }
         buffer.moveReaderIndex(forwardBy: length)
+        if yieldsWholeFrames, deferredGap == 0, header.payloadLength <= UInt64(buffer.readableBytes) {
+            let count = Int(header.payloadLength)
+            if let key = header.maskingKey, count > 0 {
+                if buffer.readerIndex >= plainEnd {
+                    unmaskAhead(key: key, remaining: header.payloadLength, offset: 0)
+                } else if plainEnd < buffer.readerIndex + count {
+                    // Unmasked ahead only in part, before the rest arrived:
+                    // the piece-wise path knows the key offset to go on with.
+                    state = .payload(header: header, remaining: header.payloadLength, offset: 0)
+                    return .header(header)
+                }
+            }
+            return .frame(header, buffer.readSlice(length: count)!)
+        }
         state = .payload(header: header, remaining: header.payloadLength, offset: 0)
         return .header(header)
     }

@@ -27,6 +27,7 @@ struct StreamState {
 
     init(direction: Direction) {
         self.direction = direction
+        decoder.yieldsWholeFrames = true
     }
 
     // MARK: Frames (RFC 6455 §5)
@@ -39,6 +40,17 @@ struct StreamState {
     ) {
         while let output = decoder.next() {
             switch output {
+            case .frame(let header, let payload):
+                // The event starts out holding the payload, rather than an
+                // empty buffer that the first piece replaces.
+                if payload.readableBytes <= context.limit {
+                    beginFrame(header, context, payload: payload)
+                    feedMessage(payload, limit: context.limit, deflate: context.deflate)
+                } else {
+                    beginFrame(header, context)
+                    consumePayload(payload, limit: context.limit, deflate: context.deflate)
+                }
+                endFrame(context, events: &events, findingCount: &findingCount, peerPings: &peerPings)
             case .header(let header):
                 beginFrame(header, context)
             case .payload(let piece):
@@ -55,7 +67,9 @@ struct StreamState {
         }
     }
 
-    mutating func beginFrame(_ header: FrameHeader, _ context: FrameContext) {
+    /// `payload`: the frame's whole payload, when it came with the header
+    /// and fits the retention limit.
+    mutating func beginFrame(_ header: FrameHeader, _ context: FrameContext, payload: ByteBuffer? = nil) {
         var findings = header.intrinsicFindings
         if direction == .clientToServer && !header.isMasked {
             findings.append(Finding(.unmaskedClientFrame, "client frame is not masked (RFC 6455 §5.1)"))
@@ -109,10 +123,10 @@ struct StreamState {
         }
         frame = FrameEvent(
             connection: context.connection, time: context.time, packet: context.packet, direction: direction,
-            header: header, payload: empty, payloadTruncated: false, isCompressed: false, close: nil,
+            header: header, payload: payload ?? empty, payloadTruncated: false, isCompressed: false, close: nil,
             pingRoundTrip: nil, findings: findings, inflated: nil
         )
-        frameProgress = FrameProgress()
+        frameProgress = FrameProgress(received: UInt64(payload?.readableBytes ?? 0))
     }
 
     // The frame and message are mutated in place (`frame!.…`) and moved out
@@ -263,6 +277,12 @@ struct StreamState {
                 frame!.payload.writeBuffer(&part)
             }
         }
+        feedMessage(piece, limit: limit, deflate: deflate)
+    }
+
+    /// Adds the next piece of the current frame's payload to the open
+    /// message, unless the frame is a control frame.
+    mutating func feedMessage(_ piece: ByteBuffer, limit: Int, deflate: DeflateParameters?) {
         let header = frame!.header
         guard !header.opcode.isControl, message != nil else { return }
         message!.wireLength += UInt64(piece.readableBytes)

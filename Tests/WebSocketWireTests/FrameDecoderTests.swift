@@ -86,6 +86,19 @@ import WebSocketWire
         }
     }
 
+    /// Whole-frame outputs against piece-wise ones (``decodeFrames`` checks
+    /// both) for masked frames in a row, split at every byte: a split inside
+    /// the second payload leaves it unmasked ahead only in part.
+    @Test func wholeFramesMatchPiecesForMaskedFramesSplitAnywhere() {
+        let first = frameBytes(opcode: .text, key: MaskingKey(rawValue: 0x1234_5678), payload: Array("one frame".utf8))
+        let second = frameBytes(opcode: .binary, key: MaskingKey(rawValue: 0x9ABC_DEF0), payload: (0..<23).map { UInt8($0 * 11) })
+        let third = frameBytes(opcode: .ping, key: MaskingKey(rawValue: 0x0F0F_F0F0), payload: [])
+        for chunks in Feeding.chunkings(first + second + third) {
+            let frames = decodeFrames(chunks)
+            #expect(frames.map(\.payload) == [Array("one frame".utf8), (0..<23).map { UInt8($0 * 11) }, []])
+        }
+    }
+
     /// Masked payloads are unmasked in the decoder's buffer, several frames
     /// at a time; the bytes the caller still holds (a relay forwards them)
     /// must stay exactly as they were.

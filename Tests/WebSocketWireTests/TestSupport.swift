@@ -1,4 +1,5 @@
 import NIOCore
+import Testing
 import WebSocketWire
 
 /// One decoded frame with its whole payload, for comparing against vectors.
@@ -21,8 +22,17 @@ enum Feeding {
     }
 }
 
+/// Decodes piece by piece and, checking that it agrees, with whole frames
+/// (``FrameDecoder/yieldsWholeFrames``) as the observer does.
 func decodeFrames(_ chunks: [[UInt8]], senderMasks: Bool? = nil) -> [DecodedFrame] {
+    let frames = decodeFrames(chunks, senderMasks: senderMasks, wholeFrames: false)
+    #expect(decodeFrames(chunks, senderMasks: senderMasks, wholeFrames: true) == frames)
+    return frames
+}
+
+func decodeFrames(_ chunks: [[UInt8]], senderMasks: Bool?, wholeFrames: Bool) -> [DecodedFrame] {
     var decoder = FrameDecoder(senderMasks: senderMasks)
+    decoder.yieldsWholeFrames = wholeFrames
     var frames: [DecodedFrame] = []
     var current: DecodedFrame?
     for chunk in chunks {
@@ -34,6 +44,7 @@ func decodeFrames(_ chunks: [[UInt8]], senderMasks: Bool? = nil) -> [DecodedFram
             case .end:
                 frames.append(current!)
                 current = nil
+            case .frame(let header, let payload): frames.append(DecodedFrame(header: header, payload: Array(buffer: payload)))
             case .skipped, .payloadLoss: break
             }
         }
