@@ -28,7 +28,7 @@ public struct JSONWriter {
     /// and its line follows the frame's: copying the text halves the base64
     /// work of a JSON Lines run. Holding the buffer keeps its memory from
     /// being reused, so the same address and count mean the same bytes.
-    private var recentBase64: (payload: ByteBuffer, offset: Int, length: Int)?
+    private var recentBase64: (payload: ByteBuffer, address: UnsafeRawPointer, offset: Int, length: Int)?
 
     public init(capacity: Int = 64 * 1024) {
         allocation = Allocation(capacity: capacity)
@@ -78,19 +78,36 @@ public struct JSONWriter {
     @inline(__always)
     private mutating func write(_ bytes: UnsafeRawBufferPointer) {
         guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        reserve(bytes.count + 16)
-        if bytes.count <= 16 {
-            // Keys and literals: a call to memmove per field cost more than
-            // copying these few bytes here (the reserve leaves room to spill).
-            var index = 0
-            while index < bytes.count {
-                (base + count + index).storeBytes(of: source.load(fromByteOffset: index, as: UInt8.self), as: UInt8.self)
-                index += 1
-            }
-        } else {
-            (base + count).copyMemory(from: source, byteCount: bytes.count)
-        }
+        reserve(bytes.count)
+        JSONWriter.copy(source, bytes.count, to: base + count)
         count += bytes.count
+    }
+
+    /// Keys and literals are a few bytes each, several per event: a call to
+    /// memmove, or a byte loop, per field cost more than two overlapping
+    /// word copies. Reads stay within the `length` source bytes.
+    @inline(__always)
+    private static func copy(_ source: UnsafeRawPointer, _ length: Int, to destination: UnsafeMutableRawPointer) {
+        switch length {
+        case 8...16:
+            let head = source.loadUnaligned(as: UInt64.self)
+            let tail = source.loadUnaligned(fromByteOffset: length - 8, as: UInt64.self)
+            destination.storeBytes(of: head, as: UInt64.self)
+            (destination + length - 8).storeBytes(of: tail, as: UInt64.self)
+        case 4..<8:
+            let head = source.loadUnaligned(as: UInt32.self)
+            let tail = source.loadUnaligned(fromByteOffset: length - 4, as: UInt32.self)
+            destination.storeBytes(of: head, as: UInt32.self)
+            (destination + length - 4).storeBytes(of: tail, as: UInt32.self)
+        case 1..<4:
+            destination.storeBytes(of: source.load(as: UInt8.self), as: UInt8.self)
+            (destination + length / 2).storeBytes(of: source.load(fromByteOffset: length / 2, as: UInt8.self), as: UInt8.self)
+            (destination + length - 1).storeBytes(of: source.load(fromByteOffset: length - 1, as: UInt8.self), as: UInt8.self)
+        case 0:
+            break
+        default:
+            destination.copyMemory(from: source, byteCount: length)
+        }
     }
 
     public mutating func beginObject() {
@@ -202,16 +219,15 @@ public struct JSONWriter {
         write(UInt8(ascii: "\""))
         let length = Base64.encodedLength(payload.readableBytes)
         reserve(length)
-        if let recent = recentBase64, length > 0, recent.payload.readableBytes == payload.readableBytes,
-            recent.payload.withUnsafeReadableBytes({ $0.baseAddress }) == payload.withUnsafeReadableBytes({ $0.baseAddress })
-        {
-            (base + count).copyMemory(from: base + recent.offset, byteCount: length)
-        } else {
-            payload.withUnsafeReadableBytes { source in
-                _ = Base64.encode(source, into: UnsafeMutableRawBufferPointer(start: base + count, count: length))
+        let address = payload.withUnsafeReadableBytes { source -> UnsafeRawPointer? in
+            if let recent = recentBase64, recent.address == source.baseAddress, recent.length == length {
+                (base + count).copyMemory(from: base + recent.offset, byteCount: length)
+                return nil
             }
-            recentBase64 = (payload, count, length)
+            _ = Base64.encode(source, into: UnsafeMutableRawBufferPointer(start: base + count, count: length))
+            return source.baseAddress
         }
+        if let address, length > 0 { recentBase64 = (payload, address, count, length) }
         count += length
         write(UInt8(ascii: "\""))
     }
@@ -319,62 +335,88 @@ public struct JSONWriter {
 
     /// Writes `bytes` as a JSON string. Invalid UTF-8 is replaced (U+FFFD) so
     /// that every line stays valid JSON.
+    ///
+    /// Text payloads are most of a JSON Lines run's output, and JSON text
+    /// inside them is full of quotes, so this writes straight into the
+    /// buffer: room for the worst case (six bytes per input byte) is reserved
+    /// a block at a time, plain bytes are stored eight at a time, and the
+    /// bytes after a special one are simply overwritten.
     private mutating func appendString(_ bytes: UnsafeRawBufferPointer) {
         write(UInt8(ascii: "\""))
-        var runStart = 0
         var index = 0
         let count = bytes.count
         while index < count {
-            // Eight bytes at a time while none needs attention: no control
-            // character, quote, backslash or non-ASCII byte (SWAR tests).
-            while index + 8 <= count {
-                let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-                let ones: UInt64 = 0x0101_0101_0101_0101
-                let highs: UInt64 = 0x8080_8080_8080_8080
-                let quote = word ^ (ones &* 0x22)
-                let backslash = word ^ (ones &* 0x5C)
-                let special = (word &- ones &* 0x20) | (quote &- ones) & ~quote | (backslash &- ones) & ~backslash | word
-                if special & highs != 0 {
-                    // The lowest flagged byte is exact (borrows only reach
-                    // higher ones): skip the plain bytes before it.
-                    index += (special & highs).trailingZeroBitCount >> 3
-                    break
+            let blockEnd = min(count, index + 4096)
+            reserve((blockEnd - index) * 6 + 8)
+            var out = base + self.count
+            while index < blockEnd {
+                // Eight bytes at a time while none needs attention: no control
+                // character, quote, backslash or non-ASCII byte (SWAR tests).
+                while index + 8 <= blockEnd {
+                    let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                    out.storeBytes(of: word, as: UInt64.self)
+                    let ones: UInt64 = 0x0101_0101_0101_0101
+                    let highs: UInt64 = 0x8080_8080_8080_8080
+                    let quote = word ^ (ones &* 0x22)
+                    let backslash = word ^ (ones &* 0x5C)
+                    let special = (word &- ones &* 0x20) | (quote &- ones) & ~quote | (backslash &- ones) & ~backslash | word
+                    if special & highs != 0 {
+                        // The lowest flagged byte is exact (borrows only reach
+                        // higher ones): keep the plain bytes before it.
+                        let plain = (special & highs).trailingZeroBitCount >> 3
+                        index += plain
+                        out += plain
+                        break
+                    }
+                    index += 8
+                    out += 8
                 }
-                index += 8
-            }
-            if index >= count { break }
-            let byte = bytes[index]
-            if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") && byte < 0x80 {
-                index += 1
-                continue
-            }
-            if byte >= 0x80 {
-                // Non-ASCII: copy valid sequences, replace invalid ones.
-                let length = JSONWriter.validSequenceLength(bytes, at: index)
-                if length > 0 {
-                    index += length
+                if index >= blockEnd { break }
+                let byte = bytes[index]
+                if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") && byte < 0x80 {
+                    out.storeBytes(of: byte, as: UInt8.self)
+                    out += 1
+                    index += 1
                     continue
                 }
+                if byte >= 0x80 {
+                    // Non-ASCII: copy valid sequences, replace invalid ones.
+                    let length = JSONWriter.validSequenceLength(bytes, at: index)
+                    if length > 0 {
+                        out.copyMemory(from: bytes.baseAddress! + index, byteCount: length)
+                        out += length
+                        index += length
+                        continue
+                    }
+                }
+                out += JSONWriter.escape(byte, to: out)
+                index += 1
             }
-            if index > runStart { write(UnsafeRawBufferPointer(rebasing: bytes[runStart..<index])) }
-            switch byte {
-            case UInt8(ascii: "\""): write("\\\"")
-            case UInt8(ascii: "\\"): write("\\\\")
-            case 0x0A: write("\\n")
-            case 0x0D: write("\\r")
-            case 0x09: write("\\t")
-            case 0x80...: write("\u{FFFD}")
-            default:
-                write("\\u00")
-                let hex = JSONWriter.hex.utf8Start
-                write(hex[Int(byte >> 4)])
-                write(hex[Int(byte & 0xF)])
-            }
-            index += 1
-            runStart = index
+            self.count = out - base
         }
-        if count > runStart { write(UnsafeRawBufferPointer(rebasing: bytes[runStart..<count])) }
         write(UInt8(ascii: "\""))
+    }
+
+    /// Writes the escape for `byte` (a quote, backslash, control character
+    /// or invalid UTF-8) at `out`; returns its length.
+    private static func escape(_ byte: UInt8, to out: UnsafeMutableRawPointer) -> Int {
+        let short: StaticString
+        switch byte {
+        case UInt8(ascii: "\""): short = "\\\""
+        case UInt8(ascii: "\\"): short = "\\\\"
+        case 0x0A: short = "\\n"
+        case 0x0D: short = "\\r"
+        case 0x09: short = "\\t"
+        case 0x80...: short = "\u{FFFD}"
+        default:
+            let hex = JSONWriter.hex.utf8Start
+            copy(UnsafeRawPointer(("\\u00" as StaticString).utf8Start), 4, to: out)
+            (out + 4).storeBytes(of: hex[Int(byte >> 4)], as: UInt8.self)
+            (out + 5).storeBytes(of: hex[Int(byte & 0xF)], as: UInt8.self)
+            return 6
+        }
+        copy(UnsafeRawPointer(short.utf8Start), short.utf8CodeUnitCount, to: out)
+        return short.utf8CodeUnitCount
     }
 
     /// Length of the valid UTF-8 sequence starting at `index`, or 0.

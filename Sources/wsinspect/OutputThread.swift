@@ -48,15 +48,21 @@ final class OutputThread: @unchecked Sendable {
         }
         _ = consume done
         queue.async {
-            // Borrowed from the array, not copied out of it one by one.
+            // Borrowed from the array, not copied out of it one by one; the
+            // printer is one access for the batch, not an exclusivity check
+            // per event.
             events.withUnsafeBufferPointer { events in
-                for index in events.indices { self.printer.print(events[index]) }
+                Self.print(events, with: &self.printer)
             }
             if flush { self.printer.flush() }
             if self.printer.output.closed { self.closed.store(true, ordering: .relaxed) }
             self.finished.withLock { $0.append(events) }
             self.freeSlots.signal()
         }
+    }
+
+    private static func print(_ events: UnsafeBufferPointer<InspectorEvent>, with printer: inout EventPrinter) {
+        for index in events.indices { printer.print(events[index]) }
     }
 
     /// Writes the last batch and the summary, and waits until all is out.

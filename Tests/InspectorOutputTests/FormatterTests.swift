@@ -90,6 +90,36 @@ import WebSocketWire
         #expect(decoded?["t"] == "ok \u{FFFD}\u{FFFD} more text here")
     }
 
+    /// Long mixed text: runs of plain bytes between specials of every kind,
+    /// multi-byte characters across the writer's 4 KiB blocks, lone invalid
+    /// bytes (each replaced by U+FFFD), and strings of every short length.
+    @Test func escapesLongMixedTextAcrossBlocks() throws {
+        let pieces: [[UInt8]] = [
+            Array("plain words ".utf8), Array("\"".utf8), Array("\\".utf8), [0x0A], [0x0D], [0x09], [0x01], [0x1F],
+            Array("é".utf8), Array("€".utf8), Array("𝄞".utf8), [0xFF], [0x80], Array("{\"k\":1}".utf8),
+        ]
+        var bytes: [UInt8] = []
+        var expected = ""
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        while bytes.count < 9000 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let piece = pieces[Int(state >> 33) % pieces.count]
+            bytes += piece
+            expected += piece.count == 1 && piece[0] >= 0x80 ? "\u{FFFD}" : String(decoding: piece, as: UTF8.self)
+        }
+        for length in [0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 4095, 4096, 4097] + [bytes.count] {
+            let prefix = Array(bytes.prefix(length))
+            var writer = JSONWriter(capacity: 16)
+            writer.beginObject()
+            writer.field("t", utf8: ByteBuffer(bytes: prefix))
+            writer.endObject()
+            let decoded = try JSONSerialization.jsonObject(with: Data(writer.bytes)) as? [String: String]
+            let clean = prefix.allSatisfy { $0 < 0x80 } || length == bytes.count
+            if clean { #expect(decoded?["t"] == (length == bytes.count ? expected : String(decoding: prefix, as: UTF8.self)), "length \(length)") }
+            #expect(decoded != nil, "length \(length)")
+        }
+    }
+
     @Test func fixedPointKeepsSixDecimals() {
         var writer = JSONWriter()
         writer.beginObject()
