@@ -38,8 +38,13 @@ public struct ConnectionObserver {
         case finished
     }
 
-    private var phase: Phase
-    private var events = EventQueue()
+    private var phase: Phase {
+        didSet {
+            isWebSocket = phase == .open || (phase == .finished && wasOpened)
+            wantsData = phase != .ignored && phase != .finished
+        }
+    }
+    @usableFromInline var events = EventQueue()
     private var time = Timestamp.zero
     private var packet: Int?
     private let startsAtBeginning: Bool
@@ -76,23 +81,16 @@ public struct ConnectionObserver {
     private var server: StreamState
     public private(set) var findingCount = 0
 
+    // The status below is stored, and the tally inlinable, because a caller
+    // in another module asks for them after every packet: through a getter,
+    // the whole observer (over a kilobyte) was copied to compute each.
+
     /// Whether the connection has been recognised as WebSocket.
-    public var isWebSocket: Bool {
-        switch phase {
-        case .open: return true
-        case .finished: return wasOpened
-        default: return false
-        }
-    }
+    public private(set) var isWebSocket = false
 
     /// `false` once the observer has decided the connection is not WebSocket
     /// traffic, so the caller can stop feeding (and buffering) it.
-    public var wantsData: Bool {
-        switch phase {
-        case .ignored, .finished: return false
-        default: return true
-        }
-    }
+    public private(set) var wantsData = true
 
     /// - Parameters:
     ///   - startsAtBeginning: the caller saw the connection open (a SYN), so
@@ -124,7 +122,7 @@ public struct ConnectionObserver {
     }
 
     /// Counts of the events produced so far, taken or not.
-    public var eventTally: EventQueue.Tally { events.tally }
+    @inlinable public var eventTally: EventQueue.Tally { events.tally }
 
     /// Lets the observer add its events to `queue`'s storage: when it holds
     /// no events of its own, `queue`'s events move in (leaving `queue` empty)
