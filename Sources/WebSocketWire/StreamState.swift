@@ -202,13 +202,16 @@ struct StreamState {
                 opcode: message!.opcode, payload: message!.payload, length: message!.length, error: message!.inflateError
             )
         }
-        frame!.time = context.time
-        frame!.packet = context.packet
-        frame!.payloadTruncated = frameProgress.lost || frameProgress.received > UInt64(frame!.payload.readableBytes)
-        frame!.isCompressed = compressed
-        frame!.close = close
-        frame!.pingRoundTrip = roundTrip
-        frame!.inflated = inflated
+        // Only what differs from how beginFrame left it is written: a field
+        // stored just before the event moves out stalls the wide loads that
+        // move it (a store cannot forward to a load wider than itself).
+        if frame!.time != context.time { frame!.time = context.time }
+        if frame!.packet != context.packet { frame!.packet = context.packet }
+        if frameProgress.lost || frameProgress.received > UInt64(frame!.payload.readableBytes) { frame!.payloadTruncated = true }
+        if compressed { frame!.isCompressed = true }
+        if let close { frame!.close = close }
+        if let roundTrip { frame!.pingRoundTrip = roundTrip }
+        if let inflated { frame!.inflated = inflated }
         events.append(.frame(frame.take()!))
         if endsMessage {
             endMessage(context, events: &events)
@@ -217,9 +220,10 @@ struct StreamState {
 
     /// Stamps the open message with where it ended and moves it into `events`.
     private mutating func endMessage(_ context: FrameContext, events: inout EventQueue) {
-        message!.time = context.time
-        message!.packet = context.packet
-        message!.payloadTruncated = messageProgress.lost || message!.length > UInt64(message!.payload.readableBytes)
+        // Unchanged when the message began in this frame (see endFrame).
+        if message!.time != context.time { message!.time = context.time }
+        if message!.packet != context.packet { message!.packet = context.packet }
+        if messageProgress.lost || message!.length > UInt64(message!.payload.readableBytes) { message!.payloadTruncated = true }
         events.append(.message(message.take()!))
     }
 
