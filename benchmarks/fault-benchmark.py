@@ -9,7 +9,7 @@ Usage (from anywhere; paths are relative to the repository root):
     python3 benchmarks/fault-benchmark.py --binary .build/debug/wsinspect
 
 Needs: Node 20 + Debian node-ws (NODE_PATH=/usr/share/nodejs), .build/release/wsinspect
-(`swift build -c release --product wsinspect`; --binary picks another one) with `proxy --rules`,
+(`swift build -c release --static-swift-stdlib --product wsinspect`; --binary picks another one) with `proxy --rules`,
 and socat for the relay reference in part 3 (skipped when it is not installed). Shares the echo
 server, the load client, the proxy start/stop, the process helpers and the CPU accounting of
 benchmarks/proxy-benchmark.py, which it imports.
@@ -176,7 +176,7 @@ def pct(values: list[float], p: float) -> float:
 def find_binary(arg: str | None) -> Path:
     path = Path(arg).resolve() if arg else REPO / ".build/release/wsinspect"
     if not os.access(path, os.X_OK):
-        die(f"{path} is not an executable (build it: swift build -c release --product wsinspect, or pass --binary)")
+        die(f"{path} is not an executable (build it: swift build -c release --static-swift-stdlib --product wsinspect, or pass --binary)")
     r = subprocess.run([str(path), "proxy", "--help"], capture_output=True, text=True)
     if r.returncode != 0 or "--rules" not in r.stdout:
         die(f"{path} has no `proxy --rules` (built before fault injection?); rebuild it or pass --binary")

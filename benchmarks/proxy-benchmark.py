@@ -9,7 +9,7 @@ Usage (from anywhere; paths are relative to the repository root):
     benchmarks/proxy-benchmark.py --binary .build/debug/wsinspect --only 16B-w64
 
 Needs: Node 20 + Debian node-ws (NODE_PATH=/usr/share/nodejs), socat, and
-.build/release/wsinspect (built with `swift build -c release --product wsinspect`
+.build/release/wsinspect (built with `swift build -c release --static-swift-stdlib --product wsinspect`
 only when that file is missing; --binary picks another one).
 
 What it measures: a Node `ws` echo server (compression off) and a Node `ws` load client
@@ -324,8 +324,8 @@ def find_binary(arg: str | None) -> Path:
         return path
     path = REPO / ".build/release/wsinspect"
     if not path.exists():
-        print("building .build/release/wsinspect (swift build -c release --product wsinspect) ...", flush=True)
-        subprocess.run(["swift", "build", "-c", "release", "--product", "wsinspect"], cwd=REPO, check=True)
+        print("building .build/release/wsinspect (swift build -c release --static-swift-stdlib --product wsinspect) ...", flush=True)
+        subprocess.run(["swift", "build", "-c", "release", "--static-swift-stdlib", "--product", "wsinspect"], cwd=REPO, check=True)
     if not has_proxy(path):
         die(f"{path} has no `proxy` subcommand (built before it existed?); rebuild it or pass --binary")
     return path

@@ -24,7 +24,7 @@
 #   MAKE_CAPTURE_ARGS="--messages 800000" benchmarks/read-benchmark.sh --regenerate
 #
 # What it does:
-#   1. swift build -c release --product wsinspect (SwiftPM may wait for
+#   1. swift build -c release --static-swift-stdlib --product wsinspect (SwiftPM may wait for
 #      another build's lock on .build; that is fine).
 #   2. Unless cached in benchmarks/out/, records a capture of real traffic:
 #      benchmarks/make_capture.py runs a Python `websockets` echo server and
@@ -112,8 +112,8 @@ done
 
 # ------------------------------------------------------------------ 1. build
 if [[ $SKIP_BUILD -eq 0 ]]; then
-    log "building: swift build -c release --product wsinspect"
-    (cd "$ROOT" && swift build -c release --product wsinspect) >&2 || die "release build failed"
+    log "building: swift build -c release --static-swift-stdlib --product wsinspect"
+    (cd "$ROOT" && swift build -c release --static-swift-stdlib --product wsinspect) >&2 || die "release build failed"
 fi
 [[ -x "$WS" ]] || die "$WS missing (build first or drop --skip-build)"
 
