@@ -115,21 +115,50 @@ public struct FrameEvent: Sendable {
     public var payloadTruncated: Bool
     /// The payload is (part of) a compressed message, so it is not readable as is.
     public var isCompressed = false
-    public var close: CloseBody?
-    /// For a pong that answers an earlier ping: the round trip in nanoseconds.
-    public var pingRoundTrip: Int64?
     public var findings: [Finding]
+    /// What few frames carry, out of line: inline, these fields doubled
+    /// the size of every frame event (200 bytes), which is moved a few
+    /// times on its way to a view and read by the output thread.
+    var rare: Rare? = nil
+
+    /// A close frame's code and reason.
+    public var close: CloseBody? {
+        get { rare?.close }
+        set { rare = Rare(close: newValue, pingRoundTrip: pingRoundTrip, inflated: inflated) }
+    }
+
+    /// For a pong that answers an earlier ping: the round trip in nanoseconds.
+    public var pingRoundTrip: Int64? {
+        get { rare?.pingRoundTrip }
+        set { rare = Rare(close: close, pingRoundTrip: newValue, inflated: inflated) }
+    }
+
     /// For a frame that completes a compressed message: the inflated
     /// message, so views can show readable text next to the frame.
-    public var inflated: InflatedMessage?
+    public var inflated: InflatedMessage? {
+        get { rare?.inflated }
+        set { rare = Rare(close: close, pingRoundTrip: pingRoundTrip, inflated: newValue) }
+    }
+
+    /// Immutable, so events stay values: a change makes a new one.
+    final class Rare: Sendable {
+        let close: CloseBody?
+        let pingRoundTrip: Int64?
+        let inflated: InflatedMessage?
+
+        init(close: CloseBody?, pingRoundTrip: Int64?, inflated: InflatedMessage?) {
+            self.close = close
+            self.pingRoundTrip = pingRoundTrip
+            self.inflated = inflated
+        }
+    }
 }
 
 extension FrameEvent {
-    /// For callers outside this module. It leaves out `isCompressed` and
-    /// `inflated` (set them afterwards): with the same parameters it would
-    /// replace the memberwise initialiser, which the decoder uses because it
-    /// moves the payload into the event's box, where an explicit initialiser
-    /// made the optimiser copy the whole event (four reference counts).
+    /// For callers outside this module (set `isCompressed` and `inflated`
+    /// afterwards). The decoder uses the memberwise initialiser: it moves the
+    /// payload into the event's box, where an explicit initialiser made the
+    /// optimiser copy the whole event (four reference counts).
     public init(
         connection: Int,
         time: Timestamp,
@@ -149,9 +178,10 @@ extension FrameEvent {
         self.header = header
         self.payload = payload
         self.payloadTruncated = payloadTruncated
-        self.close = close
-        self.pingRoundTrip = pingRoundTrip
         self.findings = findings
+        if close != nil || pingRoundTrip != nil {
+            rare = Rare(close: close, pingRoundTrip: pingRoundTrip, inflated: nil)
+        }
     }
 }
 

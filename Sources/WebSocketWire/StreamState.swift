@@ -39,13 +39,17 @@ struct StreamState {
         peerPings: inout [(payload: [UInt8], time: Timestamp)]
     ) {
         while let output = decoder.next() {
-            switch output {
+            // Consumed, so that payloads move out of the output instead of
+            // being copied and the output's reference released.
+            switch consume output {
             case .frame(let header, let payload):
                 // The event starts out holding the payload, rather than an
-                // empty buffer that the first piece replaces.
+                // empty buffer that the first piece replaces. The frame and
+                // its message each hold a reference: one copy, then moves.
                 if payload.readableBytes <= context.limit {
-                    beginFrame(header, context, payload: payload)
-                    feedMessage(payload, limit: context.limit, deflate: context.deflate)
+                    let forMessage = payload
+                    beginFrame(header, context, payload: consume payload)
+                    feedMessage(consume forMessage, limit: context.limit, deflate: context.deflate)
                 } else {
                     beginFrame(header, context)
                     consumePayload(payload, limit: context.limit, deflate: context.deflate)
@@ -69,7 +73,7 @@ struct StreamState {
 
     /// `payload`: the frame's whole payload, when it came with the header
     /// and fits the retention limit.
-    mutating func beginFrame(_ header: FrameHeader, _ context: FrameContext, payload: ByteBuffer? = nil) {
+    mutating func beginFrame(_ header: FrameHeader, _ context: FrameContext, payload: consuming ByteBuffer? = nil) {
         var findings = header.intrinsicFindings
         if direction == .clientToServer && !header.isMasked {
             findings.append(Finding(.unmaskedClientFrame, "client frame is not masked (RFC 6455 §5.1)"))
@@ -121,12 +125,17 @@ struct StreamState {
             )
             messageProgress = MessageProgress()
         }
+        let initial: ByteBuffer
+        switch consume payload {
+        case .some(let payload): initial = payload
+        case .none: initial = empty
+        }
         frame = FrameEvent(
             connection: context.connection, time: context.time, packet: context.packet, direction: direction,
-            header: header, payload: payload ?? empty, payloadTruncated: false, isCompressed: false, close: nil,
-            pingRoundTrip: nil, findings: findings, inflated: nil
+            header: header, payload: initial, payloadTruncated: false, isCompressed: false, findings: findings
         )
-        frameProgress = FrameProgress(received: UInt64(payload?.readableBytes ?? 0))
+        frameProgress.received = UInt64(frame!.payload.readableBytes)
+        frameProgress.lost = false
     }
 
     // The frame and message are mutated in place (`frame!.…`) and moved out
@@ -209,9 +218,9 @@ struct StreamState {
         if frame!.packet != context.packet { frame!.packet = context.packet }
         if frameProgress.lost || frameProgress.received > UInt64(frame!.payload.readableBytes) { frame!.payloadTruncated = true }
         if compressed { frame!.isCompressed = true }
-        if let close { frame!.close = close }
-        if let roundTrip { frame!.pingRoundTrip = roundTrip }
-        if let inflated { frame!.inflated = inflated }
+        if close != nil || roundTrip != nil || inflated != nil {
+            frame!.rare = FrameEvent.Rare(close: close, pingRoundTrip: roundTrip, inflated: inflated)
+        }
         events.append(.frame(frame.take()!))
         if endsMessage {
             endMessage(context, events: &events)
@@ -286,7 +295,7 @@ struct StreamState {
 
     /// Adds the next piece of the current frame's payload to the open
     /// message, unless the frame is a control frame.
-    mutating func feedMessage(_ piece: ByteBuffer, limit: Int, deflate: DeflateParameters?) {
+    mutating func feedMessage(_ piece: consuming ByteBuffer, limit: Int, deflate: DeflateParameters?) {
         let header = frame!.header
         guard !header.opcode.isControl, message != nil else { return }
         message!.wireLength += UInt64(piece.readableBytes)
