@@ -38,8 +38,12 @@ public struct CaptureDecoder {
             return min(x, y) &* 0x9E37_79B9_7F4A_7C15 ^ max(x, y)
         }
 
-        /// Its place in `recentFlows`.
-        var recentBucket: Int { Int(truncatingIfNeeded: symmetricFingerprint >> 60) }
+        /// Its place in `recentFlows`: the fingerprint's top bits, mixed in
+        /// from the low ones first. Unmixed, flows between the same two hosts
+        /// (whose fingerprints differ only in the low bits, the ports) all
+        /// fell in one place, and every packet after another flow's went to
+        /// the index.
+        var recentBucket: Int { Int(truncatingIfNeeded: (symmetricFingerprint &* 0x9E37_79B9_7F4A_7C15) >> 58) }
     }
 
     fileprivate struct Flow {
@@ -63,7 +67,7 @@ public struct CaptureDecoder {
     /// The slot of a recently seen flow, by a few bits of its fingerprint:
     /// most packets belong to a flow seen just before, and this check is
     /// cheaper than the index's hashing.
-    private var recentFlows = [(key: FlowKey, slot: Int)?](repeating: nil, count: 16)
+    private var recentFlows = [(key: FlowKey, slot: Int)?](repeating: nil, count: 64)
     private var slots: [Flow?] = []
     private var freeSlots: [Int] = []
     private var events = EventQueue()
