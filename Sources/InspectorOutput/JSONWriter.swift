@@ -177,6 +177,14 @@ public struct JSONWriter {
         write(UInt8(ascii: "\""))
     }
 
+    /// Several fields written out in advance (`"a":true,"b":false`), for
+    /// runs that take a few common values: one copy instead of a call each.
+    public mutating func fields(_ fragment: StaticString) {
+        separate()
+        write(fragment)
+        needsComma = true
+    }
+
     public mutating func field(_ key: StaticString, _ value: Bool) {
         self.key(key)
         write(value ? "true" : "false")
@@ -399,6 +407,7 @@ public struct JSONWriter {
 
     /// Writes the escape for `byte` (a quote, backslash, control character
     /// or invalid UTF-8) at `out`; returns its length.
+    @inline(__always)
     private static func escape(_ byte: UInt8, to out: UnsafeMutableRawPointer) -> Int {
         let short: StaticString
         switch byte {

@@ -51,9 +51,7 @@ final class OutputThread: @unchecked Sendable {
             // Borrowed from the array, not copied out of it one by one; the
             // printer is one access for the batch, not an exclusivity check
             // per event.
-            events.withUnsafeBufferPointer { events in
-                Self.print(events, with: &self.printer)
-            }
+            Self.print(events, with: &self.printer)
             if flush { self.printer.flush() }
             if self.printer.output.closed { self.closed.store(true, ordering: .relaxed) }
             self.finished.withLock { $0.append(events) }
@@ -61,7 +59,7 @@ final class OutputThread: @unchecked Sendable {
         }
     }
 
-    private static func print(_ events: UnsafeBufferPointer<InspectorEvent>, with printer: inout EventPrinter) {
+    private static func print(_ events: borrowing [InspectorEvent], with printer: inout EventPrinter) {
         for index in events.indices { printer.print(events[index]) }
     }
 
