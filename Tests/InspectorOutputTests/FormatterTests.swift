@@ -26,6 +26,21 @@ import WebSocketWire
         #expect(line == expected + "\n")
     }
 
+    /// Flag fields are written as one fragment for common headers and one
+    /// by one otherwise: both read the same.
+    @Test func flagFieldsReadTheSameEitherWay() {
+        for (fin, rsv1, rsv2, rsv3, truncated) in [(true, false, false, false, false), (false, true, false, false, true), (true, false, true, true, false), (false, false, false, true, true)] {
+            var frame = Self.close
+            frame.header = FrameHeader(fin: fin, rsv1: rsv1, rsv2: rsv2, rsv3: rsv3, opcode: .binary, maskingKey: nil, payloadLength: 5)
+            frame.payloadTruncated = truncated
+            var writer = JSONWriter()
+            JSONLinesFormatter().append(.frame(frame), to: &writer)
+            let line = String(decoding: writer.bytes, as: UTF8.self)
+            #expect(line.contains(#""fin":\#(fin),"rsv1":\#(rsv1),"rsv2":\#(rsv2),"rsv3":\#(rsv3),"opcode":2,"#))
+            #expect(line.contains(#""payloadTruncated":\#(truncated),"compressed":false"#))
+        }
+    }
+
     @Test func frameLineInTextView() {
         let text = TextFormatter().format(.frame(Self.close))
         #expect(
