@@ -305,12 +305,17 @@ struct StreamState {
         if compressedFrame {
             message!.compressed = true
             inflate(piece, limit: limit)
-        } else if message!.payload.readableBytes == 0 && piece.readableBytes <= limit {
-            // Uncompressed and the first bytes: share the frame's buffer.
+        } else if message!.payload.readableBytes == 0
+            && (piece.readableBytes <= limit || frameProgress.received == UInt64(piece.readableBytes))
+        {
+            // Uncompressed and the first bytes: share the frame's buffer, or
+            // when the piece is over the limit, the frame's copy of its first
+            // bytes (its first piece: nothing else is in that copy). A shared
+            // buffer is also base64-encoded once for the log.
             let opcode = message!.opcode
             piece.withUnsafeReadableBytes { messageProgress.validate($0, opcode: opcode) }
             message!.length += UInt64(piece.readableBytes)
-            message!.payload = piece
+            message!.payload = piece.readableBytes <= limit ? piece : frame!.payload
         } else {
             piece.withUnsafeReadableBytes { keep($0, limit: limit) }
         }
