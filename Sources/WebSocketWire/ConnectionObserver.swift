@@ -5,6 +5,11 @@ public struct ObserverConfiguration: Sendable {
     /// Payload bytes kept per frame and per message for display and JSON; the
     /// rest is still decoded, validated and inflated, but not kept.
     public var maximumRetainedPayload = 16 * 1024 * 1024
+    /// The same for binary messages (and their frames), when they should
+    /// keep less than text: the proxy's log previews binary payloads, which
+    /// people rarely read whole, in less than text. `nil`: as
+    /// ``maximumRetainedPayload``.
+    public var maximumRetainedBinaryPayload: Int?
     /// Treat the connection as WebSocket framing from its first byte even
     /// without a handshake (`--websocket-port`).
     public var assumeWebSocket = false
@@ -550,7 +555,8 @@ public struct ConnectionObserver {
         FrameContext(
             connection: id, time: time, packet: packet, deflate: deflate, deflateGuessed: deflateGuessed,
             unknownExtensions: unknownExtensions, midStream: origin == .midStream,
-            limit: configuration.maximumRetainedPayload
+            limit: configuration.maximumRetainedPayload,
+            binaryLimit: configuration.maximumRetainedBinaryPayload ?? configuration.maximumRetainedPayload
         )
     }
 

@@ -28,4 +28,6 @@ struct FrameProgress {
     var received: UInt64 = 0
     /// Bytes of the frame went missing from the capture.
     var lost = false
+    /// Payload bytes kept for the frame and its message (text or binary).
+    var limit = 0
 }

@@ -46,19 +46,20 @@ struct StreamState {
                 // The event starts out holding the payload, rather than an
                 // empty buffer that the first piece replaces. The frame and
                 // its message each hold a reference: one copy, then moves.
-                if payload.readableBytes <= context.limit {
+                let limit = retentionLimit(for: header, context)
+                if payload.readableBytes <= limit {
                     let forMessage = payload
                     beginFrame(header, context, payload: consume payload)
-                    feedMessage(consume forMessage, limit: context.limit, deflate: context.deflate)
+                    feedMessage(consume forMessage, limit: limit, deflate: context.deflate)
                 } else {
                     beginFrame(header, context)
-                    consumePayload(payload, limit: context.limit, deflate: context.deflate)
+                    consumePayload(payload, limit: limit, deflate: context.deflate)
                 }
                 endFrame(context, events: &events, findingCount: &findingCount, peerPings: &peerPings)
             case .header(let header):
                 beginFrame(header, context)
             case .payload(let piece):
-                consumePayload(piece, limit: context.limit, deflate: context.deflate)
+                consumePayload(piece, limit: frameProgress.limit, deflate: context.deflate)
             case .end:
                 endFrame(context, events: &events, findingCount: &findingCount, peerPings: &peerPings)
             case .payloadLoss:
@@ -69,6 +70,14 @@ struct StreamState {
                 events.append(.finding(FindingEvent(connection: context.connection, time: context.time, direction: direction, finding: finding)))
             }
         }
+    }
+
+    /// How much of this frame's payload (and its message's) to keep: binary
+    /// messages may keep less than text (``ObserverConfiguration/maximumRetainedBinaryPayload``).
+    /// A continuation counts as its message's kind.
+    func retentionLimit(for header: FrameHeader, _ context: FrameContext) -> Int {
+        let kind = header.opcode == .continuation ? message?.opcode ?? header.opcode : header.opcode
+        return kind == .binary ? context.binaryLimit : context.limit
     }
 
     /// `payload`: the frame's whole payload, when it came with the header
@@ -136,6 +145,7 @@ struct StreamState {
         )
         frameProgress.received = UInt64(frame!.payload.readableBytes)
         frameProgress.lost = false
+        frameProgress.limit = retentionLimit(for: header, context)
     }
 
     // The frame and message are mutated in place (`frame!.…`) and moved out
@@ -178,12 +188,12 @@ struct StreamState {
                 // Set in consumePayload for frames with a payload; an empty
                 // RSV1 frame still ends a compressed block.
                 message!.compressed = true
-                inflateTail(limit: context.limit, resetAfter: false, fed: frameProgress.received)
+                inflateTail(limit: frameProgress.limit, resetAfter: false, fed: frameProgress.received)
             }
             if header.fin {
                 if message!.compressed && deflate?.variant != .perFrame {
                     let reset = deflate?.noContextTakeover(for: direction) ?? false
-                    inflateTail(limit: context.limit, resetAfter: reset, fed: message!.wireLength)
+                    inflateTail(limit: frameProgress.limit, resetAfter: reset, fed: message!.wireLength)
                 }
                 if message!.opcode == .text, messageProgress.validatesText, messageProgress.utf8.isValid,
                     !messageProgress.utf8.isCompleteAndValid
@@ -404,4 +414,5 @@ struct FrameContext {
     var unknownExtensions: Bool
     var midStream: Bool
     var limit: Int
+    var binaryLimit: Int
 }

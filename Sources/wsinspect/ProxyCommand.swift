@@ -70,8 +70,8 @@ struct ProxyCommand: ParsableCommand {
     @Flag(name: .long, help: "Let Nagle's algorithm gather small writes on both sockets, as socat does by default (default: send each read at once, TCP_NODELAY).")
     var nagle = false
 
-    @Option(name: .long, help: "Payload bytes the log keeps per frame and per message: a preview, so that logging keeps up with large messages (the relay always carries everything).")
-    var maxPayload: Int = 16 * 1024
+    @Option(name: .long, help: "Payload bytes the log keeps per frame and per message: a preview, so that logging keeps up with large messages (the relay always carries everything). Default: 16 KiB of text, 4 KiB of binary.")
+    var maxPayload: Int?
 
     @Option(name: .long, help: "Fault rules (JSON, or YAML for .yaml/.yml): delay, drop, inject, rewrite, … frames (see samples/rules).")
     var rules: String?
@@ -92,6 +92,7 @@ struct ProxyCommand: ParsableCommand {
 
     func validate() throws {
         _ = try listenAddress()
+        if let maxPayload, maxPayload < 0 { throw ValidationError("--max-payload must not be negative") }
         switch (mode, upstream) {
         case (.reverse, nil):
             throw ValidationError("--upstream is required in reverse mode (or use --mode forward)")
@@ -204,7 +205,12 @@ struct ProxyCommand: ParsableCommand {
         configuration.handshakeTimeout = handshakeTimeout
         configuration.idleTimeout = idleTimeout
         configuration.sendsImmediately = !nagle
-        configuration.observer.maximumRetainedPayload = maxPayload
+        // Text is kept longer than binary: typical JSON messages are then
+        // logged whole, while large binary messages, previewed in base64
+        // twice (frame and message), would make the log heavier than the
+        // traffic it describes.
+        configuration.observer.maximumRetainedPayload = maxPayload ?? 16 * 1024
+        configuration.observer.maximumRetainedBinaryPayload = maxPayload ?? 4 * 1024
         configuration.pcapPath = writePcap
         configuration.decodesTraffic = !noLog
         configuration.upstreamCAFile = caFile

@@ -829,13 +829,19 @@ def test_websockets_through_proxy(start_proxy, compression, close_mode):
     run(scenario(), timeout=90)
 
 
-@pytest.mark.parametrize("args, kept", [(("--max-payload", "1000"), 1000), ((), 16384)], ids=["1000", "default"])
-def test_max_payload_truncates_log_not_relay(start_proxy, args, kept):
-    """--max-payload (default 16 KiB) cuts what the log keeps of frames and messages, never
-    what is relayed."""
+@pytest.mark.parametrize(
+    "args, text, kept",
+    [(("--max-payload", "1000"), False, 1000), ((), False, 4096), ((), True, 16384)],
+    ids=["1000", "default-binary", "default-text"],
+)
+def test_max_payload_truncates_log_not_relay(start_proxy, args, text, kept):
+    """--max-payload (default 16 KiB of text, 4 KiB of binary) cuts what the log keeps of frames
+    and messages, never what is relayed."""
 
     async def scenario():
-        data = random.Random(1).randbytes(40_000)
+        rng = random.Random(1)
+        data = "".join(rng.choice("abcdefghij {}:,") for _ in range(40_000)) if text else rng.randbytes(40_000)
+        raw = data.encode() if text else data
         async with echo_server(compression=None) as port:
             proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", *args, full_payloads=False)
             async with connect(proxy.url(), compression=None) as ws:
@@ -844,11 +850,11 @@ def test_max_payload_truncates_log_not_relay(start_proxy, args, kept):
             await asyncio.to_thread(proxy.wait_for_type, "connection-close", 1)
             events = await asyncio.to_thread(proxy.stop_and_check)
         for direction in (C2S, S2C):
-            (frame,) = [f for f in frames_of(events, 1, direction) if f["opcode"] == 2]
+            (frame,) = [f for f in frames_of(events, 1, direction) if f["opcode"] == (1 if text else 2)]
             assert frame["payloadLength"] == 40_000 and frame["payloadTruncated"] is True
-            assert b64d(frame["payloadBase64"]) == data[:kept]
+            assert b64d(frame["payloadBase64"]) == raw[:kept]
             (message,) = messages_of(events, 1, direction)
-            assert message["length"] == 40_000 and b64d(message["payloadBase64"]) == data[:kept]
+            assert message["length"] == 40_000 and b64d(message["payloadBase64"]) == raw[:kept]
 
     run(scenario())
 

@@ -286,4 +286,32 @@ import WebSocketWire
         #expect(String(buffer: messages[1].payload) == "after")
         #expect(harness.allFindingKinds.isEmpty)
     }
+
+    /// A binary limit below the text one (the proxy's log): binary messages,
+    /// continuations included, keep less; text keeps its own limit.
+    @Test(arguments: [5, 10_000])
+    func binaryMessagesKeepTheirOwnLimit(pieceSize: Int) {
+        let text = Array(repeating: UInt8(ascii: "t"), count: 300)
+        let binary = (0..<300).map { UInt8(truncatingIfNeeded: $0) }
+        let bytes = frameBytes(opcode: .text, key: key, payload: text)
+            + frameBytes(fin: false, opcode: .binary, key: key, payload: Array(binary[..<20]))
+            + frameBytes(opcode: .continuation, key: key, payload: Array(binary[20...]))
+        var configuration = ObserverConfiguration()
+        configuration.maximumRetainedPayload = 200
+        configuration.maximumRetainedBinaryPayload = 50
+        var harness = ObserverHarness(configuration: configuration)
+        harness.handshake()
+        var offset = 0
+        while offset < bytes.count {
+            harness.send(Array(bytes[offset..<min(bytes.count, offset + pieceSize)]), .clientToServer)
+            offset += pieceSize
+        }
+        let frames = harness.frames.filter { $0.direction == .clientToServer }
+        #expect(frames.map(\.payload.readableBytes) == [200, 20, 50])
+        let messages = harness.messages.filter { $0.direction == .clientToServer }
+        #expect(messages.map(\.length) == [300, 300])
+        #expect(Array(messages[0].payload.readableBytesView) == Array(text.prefix(200)))
+        #expect(Array(messages[1].payload.readableBytesView) == Array(binary.prefix(50)))
+        #expect(messages.allSatisfy { $0.payloadTruncated })
+    }
 }
