@@ -149,8 +149,7 @@ struct StreamState {
     }
 
     // The frame and message are mutated in place (`frame!.…`) and moved out
-    // only once, into the queue: taking them out and writing them back copied
-    // every buffer reference they hold, twice per frame.
+    // once, into the queue (see `frame`).
     mutating func endFrame(
         _ context: FrameContext,
         events: inout EventQueue,
