@@ -144,7 +144,13 @@ def main():
               f"target < 300 MB: {'PASS' if at_10k < 300 * 1e6 / 2**20 else 'MISS'}")
         for sock in clients:
             sock.close()
-        time.sleep(2.0)
+        # Let the proxy (and the thread-per-connection upstream) wind all of
+        # them down before the next phase: a new connection made while
+        # thousands still close once waited out its 30 s timeout.
+        deadline = time.monotonic() + 120
+        while len(os.listdir(f"/proc/{proc.pid}/fd")) > 64 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
 
         # One binary frame of N bytes, unmasked (the proxy relays it regardless; the log flags it).
         size = int(args.gib * (1 << 30))
