@@ -16,14 +16,17 @@ struct DecodedFrame: Equatable {
 /// header, payload pieces and losses, end; skipped bytes only between frames;
 /// a gap that `skip(_:)` places inside a payload comes out as a loss of exactly
 /// its size before anything else; every byte appended accounted for as header,
-/// payload, skipped, dropped at a gap or still buffered.
+/// payload, skipped, dropped at a gap or still buffered. With `wholeFrames`,
+/// frames whose bytes are all there come out as one output.
 func decode(
     _ script: Script,
     senderMasks: Bool?,
     synchronized: Bool,
-    feeding: Feeding
+    feeding: Feeding,
+    wholeFrames: Bool = false
 ) -> [DecodedFrame] {
     var decoder = FrameDecoder(senderMasks: senderMasks, synchronized: synchronized)
+    decoder.yieldsWholeFrames = wholeFrames
     decoder.resynchronizationWindow = script.resynchronizationWindow
     check(decoder.isAtFrameBoundary == synchronized, "a new decoder is not at a frame boundary")
 
@@ -69,16 +72,25 @@ func decode(
             if let due = lossDue {
                 check(output == .payloadLoss(due), "expected the \(due)-byte loss announced by skip(), got \(output)")
             }
-            switch output {
-            case .header(let header):
+            func checkHeader(_ header: FrameHeader) {
                 check(!inFrame, "header \(header) inside a frame")
                 let bytes = header.bytes
                 check(bytes.count == header.headerLength, "header bytes \(bytes.count) != headerLength \(header.headerLength)")
                 let reparsed = bytes.withUnsafeBytes { FrameHeader.parse($0) }
                 check(reparsed?.header == header && reparsed?.length == bytes.count, "header does not round-trip: \(header)")
+            }
+            switch output {
+            case .header(let header):
+                checkHeader(header)
                 frames.append(DecodedFrame(header: header))
                 inFrame = true
                 accounted += header.headerLength
+            case .frame(let header, let payload):
+                checkHeader(header)
+                check(wholeFrames, "a whole frame without yieldsWholeFrames")
+                check(UInt64(payload.readableBytes) == header.payloadLength, "whole frame with \(payload.readableBytes) of \(header.payloadLength) bytes")
+                frames.append(DecodedFrame(header: header, payload: Array(buffer: payload), ended: true))
+                accounted += header.headerLength + payload.readableBytes
             case .payload(let piece):
                 check(inFrame && !endDue, "payload outside a frame")
                 check(piece.readableBytes > 0, "empty payload piece")
@@ -226,6 +238,9 @@ func decodeBare(_ script: Script) {
             if synchronized, let reference {
                 check(frames == reference, "decoder and reference disagree: \(frames.prefix(4)) vs \(reference.prefix(4))")
             }
+            // Whole-frame outputs (as the observer asks for them) decode the same.
+            let whole = decode(script, senderMasks: senderMasks, synchronized: synchronized, feeding: .records, wholeFrames: true)
+            check(whole == frames, "whole frames differ: \(whole.prefix(4)) vs \(frames.prefix(4))")
         }
     }
     // Where the stream is split must not matter to a synchronised decoder.
