@@ -271,11 +271,7 @@ import WebSocketWire
         configuration.maximumRetainedPayload = 100
         var harness = ObserverHarness(configuration: configuration)
         harness.handshake()
-        var offset = 0
-        while offset < bytes.count {
-            harness.send(Array(bytes[offset..<min(bytes.count, offset + pieceSize)]), .clientToServer)
-            offset += pieceSize
-        }
+        harness.send(bytes, .clientToServer, inPiecesOf: pieceSize)
         let frames = harness.frames.filter { $0.direction == .clientToServer }
         #expect(frames.map(\.header.opcode) == [.binary, .text])
         #expect(Array(frames[0].payload.readableBytesView) == Array(payload.prefix(100)))
@@ -301,11 +297,7 @@ import WebSocketWire
         configuration.maximumRetainedBinaryPayload = 50
         var harness = ObserverHarness(configuration: configuration)
         harness.handshake()
-        var offset = 0
-        while offset < bytes.count {
-            harness.send(Array(bytes[offset..<min(bytes.count, offset + pieceSize)]), .clientToServer)
-            offset += pieceSize
-        }
+        harness.send(bytes, .clientToServer, inPiecesOf: pieceSize)
         let frames = harness.frames.filter { $0.direction == .clientToServer }
         #expect(frames.map(\.payload.readableBytes) == [200, 20, 50])
         let messages = harness.messages.filter { $0.direction == .clientToServer }

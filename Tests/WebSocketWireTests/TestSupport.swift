@@ -83,6 +83,15 @@ struct ObserverHarness {
         )
     }
 
+    /// Sends `bytes` in pieces of `size` (the last one shorter).
+    mutating func send(_ bytes: [UInt8], _ direction: Direction, inPiecesOf size: Int) {
+        var offset = 0
+        while offset < bytes.count {
+            send(Array(bytes[offset..<min(bytes.count, offset + size)]), direction)
+            offset += size
+        }
+    }
+
     mutating func send(_ bytes: [UInt8], _ direction: Direction, afterMilliseconds: Int64 = 1) {
         clock += afterMilliseconds * 1_000_000
         observer.receive(ByteBuffer(bytes: bytes), from: direction, at: Timestamp(nanoseconds: clock))
