@@ -10,7 +10,7 @@
 #   --quick              small capture (20k messages, ~11 MB) to try the script;
 #                        its figures are not the project's numbers
 #   --capture FILE       benchmark FILE instead of the generated capture
-#   --runs N             runs per tool (default 3); the table shows best and
+#   --runs N             runs per tool (default 5); the table shows best and
 #                        median, the targets use the median
 #   --tshark-limit S     if tshark's first run takes longer than S seconds
 #                        (default 60), it is run only once (the report says so)
@@ -62,7 +62,7 @@ set -euo pipefail
 
 usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0" | sed '/^!/d'; }
 
-REGENERATE=0 QUICK=0 RUNS=3 TSHARK_LIMIT=60 SKIP_BUILD=0 PROFILE=0 CAPTURE=""
+REGENERATE=0 QUICK=0 RUNS=5 TSHARK_LIMIT=60 SKIP_BUILD=0 PROFILE=0 CAPTURE=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --regenerate) REGENERATE=1 ;;
