@@ -44,6 +44,8 @@ public struct FrameDecoder: Sendable {
 
     private var state: State = .header
     private var buffer: ByteBuffer
+    /// What `buffer` holds when all appended bytes are consumed.
+    private let empty = ByteBufferAllocator().buffer(capacity: 0)
     /// A loss to report before anything else (it follows all buffered bytes).
     private var pendingLoss: UInt64 = 0
     /// Leading buffered bytes to pass over before decoding.
@@ -74,7 +76,7 @@ public struct FrameDecoder: Sendable {
     ///   the first plausible header before decoding.
     public init(senderMasks: Bool? = nil, synchronized: Bool = true) {
         self.senderMasks = senderMasks
-        self.buffer = ByteBufferAllocator().buffer(capacity: 0)
+        self.buffer = empty
         self.state = synchronized ? .header : .resynchronizing
     }
 
@@ -135,7 +137,7 @@ public struct FrameDecoder: Sendable {
                 state = .payload(header: header, remaining: remaining - lost, offset: offset + lost)
                 return .payloadLoss(lost)
             }
-            guard available > 0 else { return nil }
+            guard available > 0 else { return releasingConsumedBytes() }
             var count = Int(min(UInt64(available), remaining))
             if let key = header.maskingKey {
                 if buffer.readerIndex >= plainEnd {
@@ -152,6 +154,17 @@ public struct FrameDecoder: Sendable {
         case .resynchronizing:
             return resynchronize()
         }
+    }
+
+    /// Ends a drain (`nil`), letting go of the last bytes appended when all
+    /// of them are consumed. Held until the next append, their buffer was
+    /// released only after the output thread had read the events sharing it,
+    /// and that release missed the cache (9 % of the decoding thread).
+    private mutating func releasingConsumedBytes() -> Output? {
+        if buffer.readableBytes == 0 && buffer.capacity > 0 {
+            buffer = empty
+        }
+        return nil
     }
 
     /// Unmasks in place, in one pass, every masked payload byte held from the
@@ -185,7 +198,7 @@ public struct FrameDecoder: Sendable {
 
     private mutating func decodeHeader() -> Output? {
         let parsed = buffer.withUnsafeReadableBytes { FrameHeader.parse($0) }
-        guard let (header, length) = parsed else { return nil }
+        guard let (header, length) = parsed else { return releasingConsumedBytes() }
         buffer.moveReaderIndex(forwardBy: length)
         if yieldsWholeFrames, deferredGap == 0, header.payloadLength <= UInt64(buffer.readableBytes) {
             let count = Int(header.payloadLength)
