@@ -142,6 +142,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.autoRead, value: false)
             .channelOption(.tcpOption(.tcp_nodelay), value: configuration.sendsImmediately ? 1 : 0)
+            .channelOption(.recvAllocator, value: ProxyConfiguration.readSizes)
             .connectTimeout(.seconds(10))
             .connect(host: upstream.host, port: upstream.port)
             .flatMap { channel in

@@ -1,3 +1,4 @@
+import NIOCore
 import WebSocketWire
 
 /// How the proxy listens, where it forwards and how it logs; the CLI maps
@@ -49,6 +50,12 @@ public struct ProxyConfiguration: Sendable {
     /// False relays without decoding or logging anything (`--no-log`): the
     /// proxy then costs what a plain byte relay costs.
     public var decodesTraffic = true
+
+    /// How much one read takes from a socket: it starts small and adapts to
+    /// the traffic, up to 256 KiB as `socat -b 262144`, so large messages
+    /// take a quarter of the reads (and writes) that NIO's default 64 KiB
+    /// ceiling would, while an idle connection holds no buffer at all.
+    static let readSizes = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 256 << 10)
 
     public init(upstream: UpstreamURL?, mode: Mode = .reverse) {
         self.upstream = upstream

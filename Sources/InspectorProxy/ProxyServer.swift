@@ -71,6 +71,7 @@ public final class ProxyServer: Sendable {
             // listener's, and get their own too.
             .serverChannelOption(.tcpOption(.tcp_nodelay), value: configuration.sendsImmediately ? 1 : 0)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: configuration.sendsImmediately ? 1 : 0)
+            .childChannelOption(.recvAllocator, value: ProxyConfiguration.readSizes)
             .childChannelInitializer { channel in
                 let id = counter.next()
                 return channel.eventLoop.makeCompletedFuture {
