@@ -4,8 +4,8 @@ connection and socat (a plain TCP relay) measured in the same run.
 
 Usage (from anywhere; paths are relative to the repository root):
 
-    benchmarks/proxy-benchmark.py                 # ~2-3 min; table + benchmarks/out/proxy-benchmark.txt
-    benchmarks/proxy-benchmark.py --duration 1    # quicker try-out (figures are noisier)
+    benchmarks/proxy-benchmark.py                 # ~10 min; table + benchmarks/out/proxy-benchmark.txt
+    benchmarks/proxy-benchmark.py --rounds 1 --duration 1   # quicker try-out (figures are noisier)
     benchmarks/proxy-benchmark.py --binary .build/debug/wsinspect --only 16B-w64
 
 Needs: Node 20 + Debian node-ws (NODE_PATH=/usr/share/nodejs), socat, and
@@ -28,6 +28,15 @@ round-trip latency, measured after a warm-up. Each scenario runs against these t
     no-log       client -> wsinspect proxy --no-log -> echo server (relay only)
     nagle        wsinspect logging, with --nagle (socket options as socat's defaults)
     nagle-nl     wsinspect --no-log --nagle
+
+Every target runs --rounds times (3 by default), the rounds interleaving the targets so that a
+noisy spell of the machine hits them all alike; the table shows the median of each figure and the
+spread of the rates.
+
+The 16B-split scenario writes each frame in two parts, its header and then its payload, as a client
+that writes a frame's pieces separately does. It shows what Nagle's algorithm costs in a relay: the
+payload waits for the ACK of the header, which the server delays (RFC 1122 4.2.3.2) because it has
+nothing to answer yet.
 
 Each wsinspect target is compared with the socat that uses the same socket options
 (socat-nd for the default, socat for --nagle), and also with plain socat. TCP_NODELAY
@@ -71,11 +80,13 @@ class Scenario:
     connections: int
     window: int
     description: str
+    split: bool = False  # the client writes each frame in two parts: header, then (a tick later) payload
 
 
 SCENARIOS = [
     Scenario("16B-w64", 16, 1, 64, "16 B messages, 1 connection, window 64"),
     Scenario("16B-w1", 16, 1, 1, "16 B messages, 1 connection, window 1 (ping-pong)"),
+    Scenario("16B-split", 16, 1, 1, "16 B messages, window 1, each frame written in two parts", split=True),
     Scenario("64KiB", 64 << 10, 1, 16, "64 KiB messages, 1 connection, window 16"),
     Scenario("64x1KiB", 1 << 10, 64, 4, "1 KiB messages, 64 connections, window 4 each"),
     Scenario("1MiB", 1 << 20, 1, 4, "1 MiB messages, 1 connection, window 4"),
@@ -98,8 +109,10 @@ LOAD_CLIENT_JS = r"""
 'use strict';
 // Load client: CONNS connections, WINDOW binary messages of SIZE bytes in flight on each;
 // every echo is compared byte for byte with what was sent. Prints one JSON line.
+// SPLIT=1 writes each frame in two parts, its header and then, a tick later, its payload, as
+// clients that write a frame's pieces separately do (the masking key is 0, which RFC 6455 allows).
 const { WebSocket } = require('ws');
-const [url, size, conns, window, duration, warmup] = process.argv.slice(2)
+const [url, size, conns, window, duration, warmup, split] = process.argv.slice(2)
   .map((v, i) => (i === 0 ? v : Number(v)));
 
 const lat = [];
@@ -151,7 +164,16 @@ class Client {
     if (size >= 8) buf.writeUInt32BE(Math.floor(seq / 4294967296), 4);
     this.queue.push([buf, performance.now()]);
     sent++;
-    this.ws.send(buf);
+    if (split) this.sendInTwoParts(buf);
+    else this.ws.send(buf);
+  }
+  sendInTwoParts(payload) {
+    const n = payload.length;
+    const length = n < 126 ? [0x80 | n] : n < 65536 ? [0x80 | 126, n >> 8, n & 0xff]
+      : [0x80 | 127, 0, 0, 0, 0, (n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
+    const socket = this.ws._socket;
+    socket.write(Buffer.from([0x82, ...length, 0, 0, 0, 0]));
+    setImmediate(() => socket.write(payload));
   }
   onEcho(data) {
     const now = performance.now();
@@ -428,7 +450,7 @@ def run_client(workdir: Path, port: int, sc: Scenario, duration: float, warmup: 
     """Runs the load client; calls sample() at the start and the end of its measured window
     and returns its result with the CPU counters of that window under "window"."""
     cmd = ["node", str(workdir / "load_client.js"), f"ws://127.0.0.1:{port}/bench", str(sc.size),
-           str(sc.connections), str(sc.window), str(duration), str(warmup)]
+           str(sc.connections), str(sc.window), str(duration), str(warmup), str(int(sc.split))]
     proc = subprocess.Popen(cmd, env=NODE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     window, last = {}, ""
     for line in proc.stdout:
@@ -480,11 +502,68 @@ def measure(sc: Scenario, target: str, port: int, relay_pid: int | None,
 # --------------------------------------------------------------------------
 
 
+def run_target(sc: Scenario, target: str, refs: dict[str, tuple[int, int | None]], binary: Path, echo_pid: int,
+               workdir: Path, log_dir: Path, args) -> Result:
+    """One run of the load client against one target; a wsinspect target gets a fresh proxy."""
+    proxy_args = (["--nagle"] if target.startswith("nagle") else []) + args.proxy_args.split()
+    echo_port = refs["direct"][0]
+    if target in refs:
+        port, pid = refs[target]
+        res = measure(sc, target, port, pid, echo_pid, workdir, args)
+    elif target in ("no-log", "nagle-nl"):
+        proxy = Proxy(binary, echo_port, workdir / f"{target}-{sc.name}.jsonl", workdir, logs=False,
+                      args=proxy_args)
+        res = measure(sc, target, proxy.port, proxy.proc.pid, echo_pid, workdir, args)
+        proxy.stop()
+    else:
+        log = log_dir / f"proxy-bench-{sc.name}{'-nagle' if target.startswith('nagle') else ''}.jsonl"
+        proxy = Proxy(binary, echo_port, log, workdir, args=proxy_args)
+        res = measure(sc, target, proxy.port, proxy.proc.pid, echo_pid, workdir, args)
+        rss = status_kib(proxy.proc.pid, "VmHWM")
+        wait_file_settled(log)
+        # binary data frames only (frame records carry "masked" right after the name)
+        frames = count_in_file(log, b'"opcodeName":"binary","masked"')
+        how, summary = proxy.stop()
+        relayed = 2 * res.sent  # each echoed message: one binary frame each way
+        notes = [f"log: {frames:,}/{relayed:,} frames ({100 * frames / relayed if relayed else 0:.0f} %)",
+                 f"{log.stat().st_size / 1e6:,.0f} MB", f"RSS {rss / 1024:.0f} MiB" if rss else ""]
+        if summary is None:
+            notes.append(f"no summary ({how})")
+        dropped = proxy.dropped_log_records()
+        if dropped:
+            notes.append(f"{dropped:,} log records dropped")
+        res.notes = "; ".join(n for n in [res.notes] + notes if n)
+        if not args.keep_logs:
+            log.unlink(missing_ok=True)
+    return res
+
+
+def median_of(runs: list[Result]) -> Result:
+    """The median of each figure over the rounds; notes from the run with the median rate, plus the
+    spread of the rates."""
+    def median(values):
+        values = sorted(v for v in values if v is not None)
+        return values[len(values) // 2] if values else None
+    by_rate = sorted(runs, key=lambda r: r.msgs_per_s)
+    middle = by_rate[len(by_rate) // 2]
+    res = Result(middle.scenario, middle.target, messages=median([r.msgs_per_s for r in runs]), seconds=1.0,
+                 p50=median([r.p50 for r in runs]), p99=median([r.p99 for r in runs]),
+                 relay_cores=median([r.relay_cores for r in runs]), client_cores=median([r.client_cores for r in runs]),
+                 echo_cores=median([r.echo_cores for r in runs]), others_cores=max(r.others_cores or 0 for r in runs),
+                 notes=middle.notes, ok=all(r.ok for r in runs), sent=middle.sent, wall=middle.wall)
+    if len(runs) > 1:
+        spread = f"runs {by_rate[0].msgs_per_s:,.0f}–{by_rate[-1].msgs_per_s:,.0f} msg/s"
+        res.notes = "; ".join(n for n in (spread, *(r.notes for r in runs if not r.ok and r is not middle), middle.notes) if n)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=3.0, help="measured seconds per run (default 3)")
     ap.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs per target, interleaved; the table shows medians (default 3)")
     ap.add_argument("--binary", help="wsinspect binary (default .build/release/wsinspect)")
     ap.add_argument("--only", help="comma-separated scenario names: " + ", ".join(s.name for s in SCENARIOS))
     ap.add_argument("--keep-logs", action="store_true", help="keep the proxy's JSON Lines logs in benchmarks/out/")
@@ -497,6 +576,8 @@ def main() -> int:
             die(f"{tool} not found (Debian: apt-get install {'nodejs node-ws' if tool == 'node' else tool})")
     if subprocess.run(["node", "-e", "require('ws')"], env=NODE_ENV, capture_output=True).returncode != 0:
         die(f"node cannot require('ws') with NODE_PATH={NODE_PATH} (Debian: apt-get install node-ws)")
+    if args.rounds < 1:
+        die("--rounds must be at least 1")
     binary = find_binary(args.binary)
     scenarios = SCENARIOS
     if args.only:
@@ -519,45 +600,20 @@ def main() -> int:
         socat, socat_port = start_socat(echo_port, procs)
         socat_nd, socat_nd_port = start_socat(echo_port, procs, nodelay=True)
 
+        refs = {"direct": (echo_port, None), "socat": (socat_port, socat.pid), "socat-nd": (socat_nd_port, socat_nd.pid)}
         for sc in scenarios:
             print(f"== {sc.name}: {sc.description}", flush=True)
-            for target in TARGETS:
-                proxy_args = (["--nagle"] if target.startswith("nagle") else []) + args.proxy_args.split()
-                if target == "direct":
-                    res = measure(sc, target, echo_port, None, echo.pid, workdir, args)
-                elif target == "socat":
-                    res = measure(sc, target, socat_port, socat.pid, echo.pid, workdir, args)
-                elif target == "socat-nd":
-                    res = measure(sc, target, socat_nd_port, socat_nd.pid, echo.pid, workdir, args)
-                elif target in ("no-log", "nagle-nl"):
-                    proxy = Proxy(binary, echo_port, workdir / f"{target}-{sc.name}.jsonl", workdir, logs=False,
-                                  args=proxy_args)
-                    res = measure(sc, target, proxy.port, proxy.proc.pid, echo.pid, workdir, args)
-                    proxy.stop()
-                else:
-                    log = log_dir / f"proxy-bench-{sc.name}{'-nagle' if target.startswith('nagle') else ''}.jsonl"
-                    proxy = Proxy(binary, echo_port, log, workdir, args=proxy_args)
-                    res = measure(sc, target, proxy.port, proxy.proc.pid, echo.pid, workdir, args)
-                    rss = status_kib(proxy.proc.pid, "VmHWM")
-                    wait_file_settled(log)
-                    # binary data frames only (frame records carry "masked" right after the name)
-                    frames = count_in_file(log, b'"opcodeName":"binary","masked"')
-                    how, summary = proxy.stop()
-                    relayed = 2 * res.sent  # each echoed message: one binary frame each way
-                    notes = [f"log: {frames:,}/{relayed:,} frames ({100 * frames / relayed if relayed else 0:.0f} %)",
-                             f"{log.stat().st_size / 1e6:,.0f} MB", f"RSS {rss / 1024:.0f} MiB" if rss else ""]
-                    if summary is None:
-                        notes.append(f"no summary ({how})")
-                    dropped = proxy.dropped_log_records()
-                    if dropped:
-                        notes.append(f"{dropped:,} log records dropped")
-                    res.notes = "; ".join(n for n in [res.notes] + notes if n)
-                    if not args.keep_logs:
-                        log.unlink(missing_ok=True)
-                results.append(res)
-                lat = f"p50 {res.p50:.3f} ms, p99 {res.p99:.3f} ms" if res.p50 is not None else "no latency"
-                print(f"   {target:9} {res.msgs_per_s:12,.0f} msg/s {res.mb_per_s:9,.1f} MB/s  {lat}  ({res.wall:.1f} s)"
-                      f"{'  ' + res.notes if res.notes else ''}", flush=True)
+            runs: dict[str, list[Result]] = {target: [] for target in TARGETS}
+            # Rounds interleave the targets, so a noisy spell of the machine hits them all alike.
+            for round_ in range(args.rounds):
+                for target in TARGETS:
+                    res = run_target(sc, target, refs, binary, echo.pid, workdir, log_dir, args)
+                    runs[target].append(res)
+                    lat = f"p50 {res.p50:.3f} ms, p99 {res.p99:.3f} ms" if res.p50 is not None else "no latency"
+                    print(f"   {round_ + 1}/{args.rounds} {target:9} {res.msgs_per_s:12,.0f} msg/s"
+                          f" {res.mb_per_s:9,.1f} MB/s  {lat}  ({res.wall:.1f} s){'  ' + res.notes if res.notes else ''}",
+                          flush=True)
+            results += [median_of(runs[target]) for target in TARGETS]
     finally:
         terminate_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -606,7 +662,9 @@ def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
                 lat = ""
                 if p.p50 is not None and s.p50:
                     lat = f", p50 {1000 * (p.p50 - s.p50):+.0f} µs (x{p.p50 / s.p50:.2f}), p99 x{p.p99 / s.p99:.2f}"
-                lines.append(f"  {sc.name:9} {target:9} {100 * p.msgs_per_s / s.msgs_per_s:5.0f} % of {reference:8}"
+                ratio = p.msgs_per_s / s.msgs_per_s
+                share = f"{100 * ratio:5.0f} %" if ratio < 10 else f"{ratio:5.0f} ×"
+                lines.append(f"  {sc.name:9} {target:9} {share} of {reference:8}"
                              f" ({100 * p.msgs_per_s / d.msgs_per_s:3.0f} % of direct){lat}")
     busy = [r.others_cores for r in results if r.others_cores is not None]
     lines += [
