@@ -143,7 +143,7 @@ public struct TextFormatter {
     private func formatClosed(_ closed: ConnectionClosed) -> String {
         let seconds = Double(closed.time - closed.opened) / 1e9
         func side(_ label: String, _ stats: DirectionStatistics) -> String {
-            var text = "\(label) \(stats.frames) frames \(stats.messages) msgs \(stats.payloadBytes) B"
+            var text = "\(label) \(counted(stats.frames, "frame")) \(counted(stats.messages, "msg")) \(stats.payloadBytes) B"
             if let close = stats.close {
                 if let code = close.code {
                     text += " close \(code.code) \(code.name)"
