@@ -33,10 +33,11 @@ Every target runs --rounds times (3 by default), the rounds interleaving the tar
 noisy spell of the machine hits them all alike; the table shows the median of each figure and the
 spread of the rates.
 
-The 16B-split scenario writes each frame in two parts, its header and then its payload, as a client
-that writes a frame's pieces separately does. It shows what Nagle's algorithm costs in a relay: the
-payload waits for the ACK of the header, which the server delays (RFC 1122 4.2.3.2) because it has
-nothing to answer yet.
+Two scenarios show what Nagle's algorithm costs in a relay. 16B-split writes each frame in two
+parts, its header and then its payload, as a client that writes a frame's pieces separately does:
+the payload waits for the ACK of the header, which the server delays (RFC 1122 4.2.3.2) because it
+has nothing to answer yet. 16B-note sends a text notification, which the echo server does not
+answer, right before each binary message: the message waits for the ACK of the notification.
 
 Each wsinspect target is compared with the socat that uses the same socket options
 (socat-nd for the default, socat for --nagle), and also with plain socat. TCP_NODELAY
@@ -80,13 +81,16 @@ class Scenario:
     connections: int
     window: int
     description: str
-    split: bool = False  # the client writes each frame in two parts: header, then (a tick later) payload
+    # "split": the client writes each frame in two parts, header then (a tick later) payload;
+    # "note": it sends an unanswered text message a tick before each binary one
+    pattern: str = ""
 
 
 SCENARIOS = [
     Scenario("16B-w64", 16, 1, 64, "16 B messages, 1 connection, window 64"),
     Scenario("16B-w1", 16, 1, 1, "16 B messages, 1 connection, window 1 (ping-pong)"),
-    Scenario("16B-split", 16, 1, 1, "16 B messages, window 1, each frame written in two parts", split=True),
+    Scenario("16B-split", 16, 1, 1, "16 B messages, window 1, each frame written in two parts", pattern="split"),
+    Scenario("16B-note", 16, 1, 1, "16 B messages, window 1, each after an unanswered notification", pattern="note"),
     Scenario("64KiB", 64 << 10, 1, 16, "64 KiB messages, 1 connection, window 16"),
     Scenario("64x1KiB", 1 << 10, 64, 4, "1 KiB messages, 64 connections, window 4 each"),
     Scenario("1MiB", 1 << 20, 1, 4, "1 MiB messages, 1 connection, window 4"),
@@ -94,13 +98,14 @@ SCENARIOS = [
 
 ECHO_SERVER_JS = r"""
 'use strict';
-// Echo server: every message goes back to its sender, unchanged.
+// Echo server: every binary message goes back to its sender, unchanged; text messages are
+// notifications, which it does not answer.
 const { WebSocketServer } = require('ws');
 const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false,
                                   maxPayload: 256 * 1024 * 1024 });
 wss.on('connection', (ws) => {
   ws.on('error', () => {});
-  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  ws.on('message', (data, isBinary) => { if (isBinary) ws.send(data, { binary: true }); });
 });
 wss.on('listening', () => process.stdout.write(`LISTENING ${wss.address().port}\n`));
 """
@@ -109,11 +114,13 @@ LOAD_CLIENT_JS = r"""
 'use strict';
 // Load client: CONNS connections, WINDOW binary messages of SIZE bytes in flight on each;
 // every echo is compared byte for byte with what was sent. Prints one JSON line.
-// SPLIT=1 writes each frame in two parts, its header and then, a tick later, its payload, as
-// clients that write a frame's pieces separately do (the masking key is 0, which RFC 6455 allows).
+// PATTERN "split" writes each frame in two parts, its header and then, a tick later, its payload, as
+// clients that write a frame's pieces separately do (the masking key is 0, which RFC 6455 allows);
+// "note" sends a text notification, which the echo server does not answer, a tick before each message.
 const { WebSocket } = require('ws');
-const [url, size, conns, window, duration, warmup, split] = process.argv.slice(2)
+const [url, size, conns, window, duration, warmup] = process.argv.slice(2, 8)
   .map((v, i) => (i === 0 ? v : Number(v)));
+const pattern = process.argv[8] || '';
 
 const lat = [];
 let measured = 0, sent = 0, received = 0, mismatches = 0, errors = [];
@@ -164,7 +171,8 @@ class Client {
     if (size >= 8) buf.writeUInt32BE(Math.floor(seq / 4294967296), 4);
     this.queue.push([buf, performance.now()]);
     sent++;
-    if (split) this.sendInTwoParts(buf);
+    if (pattern === 'split') this.sendInTwoParts(buf);
+    else if (pattern === 'note') { this.ws.send('note'); setImmediate(() => this.ws.send(buf)); }
     else this.ws.send(buf);
   }
   sendInTwoParts(payload) {
@@ -450,7 +458,7 @@ def run_client(workdir: Path, port: int, sc: Scenario, duration: float, warmup: 
     """Runs the load client; calls sample() at the start and the end of its measured window
     and returns its result with the CPU counters of that window under "window"."""
     cmd = ["node", str(workdir / "load_client.js"), f"ws://127.0.0.1:{port}/bench", str(sc.size),
-           str(sc.connections), str(sc.window), str(duration), str(warmup), str(int(sc.split))]
+           str(sc.connections), str(sc.window), str(duration), str(warmup), sc.pattern]
     proc = subprocess.Popen(cmd, env=NODE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     window, last = {}, ""
     for line in proc.stdout:
