@@ -248,6 +248,14 @@ def machine_busy_ticks() -> int:
     return sum(f[:8]) - idle
 
 
+def tcp_segments_sent() -> int:
+    """The machine's TCP segments sent so far (OutSegs in /proc/net/snmp): every hop of the
+    benchmark is loopback TCP, so the difference over a window counts the segments of all of them."""
+    names, values = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                     if line.startswith("Tcp:")]
+    return int(values[names.index("OutSegs")])
+
+
 def status_kib(pid: int, key: str) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -426,6 +434,7 @@ class Result:
     client_cores: float | None = None
     echo_cores: float | None = None
     others_cores: float | None = None
+    segments_per_message: float | None = None  # TCP segments on all hops per echoed message
     notes: str = ""
     ok: bool = True
     sent: int = 0
@@ -481,7 +490,8 @@ def run_client(workdir: Path, port: int, sc: Scenario, duration: float, warmup: 
 def measure(sc: Scenario, target: str, port: int, relay_pid: int | None,
             echo_pid: int, workdir: Path, args) -> Result:
     def sample():
-        return (machine_busy_ticks(), proc_cpu_ticks(echo_pid), tree_cpu_ticks(relay_pid) if relay_pid else 0)
+        return (machine_busy_ticks(), proc_cpu_ticks(echo_pid), tree_cpu_ticks(relay_pid) if relay_pid else 0,
+                tcp_segments_sent())
 
     t0 = time.monotonic()
     out = run_client(workdir, port, sc, args.duration, args.warmup, sample)
@@ -489,14 +499,16 @@ def measure(sc: Scenario, target: str, port: int, relay_pid: int | None,
     res = Result(sc, target, out.get("messages", 0), out.get("seconds", 0.0), out.get("p50"), out.get("p99"))
     window = out["window"]
     if len(window) == 2:
-        (t_a, client_a, (busy_a, echo_a, relay_a)) = window["MEASURE-START"]
-        (t_b, client_b, (busy_b, echo_b, relay_b)) = window["MEASURE-END"]
+        (t_a, client_a, (busy_a, echo_a, relay_a, segments_a)) = window["MEASURE-START"]
+        (t_b, client_b, (busy_b, echo_b, relay_b, segments_b)) = window["MEASURE-END"]
         span = t_b - t_a
         echo_s, relay_s, client_s = (echo_b - echo_a) / CLK_TCK, (relay_b - relay_a) / CLK_TCK, client_b - client_a
         res.echo_cores = echo_s / span
         res.client_cores = client_s / span
         res.relay_cores = relay_s / span if relay_pid else None
         res.others_cores = max(0.0, (busy_b - busy_a) / CLK_TCK - echo_s - relay_s - client_s) / span
+        if res.messages:
+            res.segments_per_message = (segments_b - segments_a) / res.messages
     if out.get("errors") or out.get("mismatches") or out.get("exit"):
         res.ok = False
         res.notes = "FAILED: " + "; ".join(map(str, out.get("errors") or [f"exit {out.get('exit')}"]))[:300]
@@ -558,6 +570,7 @@ def median_of(runs: list[Result]) -> Result:
                  p50=median([r.p50 for r in runs]), p99=median([r.p99 for r in runs]),
                  relay_cores=median([r.relay_cores for r in runs]), client_cores=median([r.client_cores for r in runs]),
                  echo_cores=median([r.echo_cores for r in runs]), others_cores=max(r.others_cores or 0 for r in runs),
+                 segments_per_message=median([r.segments_per_message for r in runs]),
                  notes=middle.notes, ok=all(r.ok for r in runs), sent=middle.sent, wall=middle.wall)
     if len(runs) > 1:
         spread = f"runs {by_rate[0].msgs_per_s:,.0f}–{by_rate[-1].msgs_per_s:,.0f} msg/s"
@@ -645,9 +658,9 @@ def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
         f"  each run: {args.warmup} s warm-up, {args.duration} s measured; whole benchmark {elapsed:.0f} s",
         *([f"  wsinspect proxy arguments added: {args.proxy_args}"] if args.proxy_args else []),
         "",
-        f"{'scenario':9} {'target':9} {'msgs/s':>10} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+        f"{'scenario':9} {'target':9} {'msgs/s':>10} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'seg/msg':>7}"
         f" {'relay':>6} {'client':>6} {'echo':>5} {'others':>6}  notes",
-        "-" * 110,
+        "-" * 118,
     ]
     for r in results:
         def fmt(v, spec):
@@ -655,7 +668,8 @@ def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
             return format(v, spec) if v is not None else "-".rjust(width)
         lines.append(
             f"{r.scenario.name:9} {r.target:9} {r.msgs_per_s:10,.0f} {r.mb_per_s:8,.1f} {fmt(r.p50, '8.3f')}"
-            f" {fmt(r.p99, '8.3f')} {fmt(r.relay_cores, '6.2f')} {fmt(r.client_cores, '6.2f')}"
+            f" {fmt(r.p99, '8.3f')} {fmt(r.segments_per_message, '7.2f')} {fmt(r.relay_cores, '6.2f')}"
+            f" {fmt(r.client_cores, '6.2f')}"
             f" {fmt(r.echo_cores, '5.2f')} {fmt(r.others_cores, '6.2f')}  {r.notes}")
     lines += ["", "wsinspect vs socat with the same socket options, and vs plain socat (same scenario, same run):"]
     by = {(r.scenario.name, r.target): r for r in results}
@@ -679,6 +693,7 @@ def render(results: list[Result], binary: Path, elapsed: float, args) -> str:
         "",
         "msgs/s: echoed messages per second; MB/s: payload bytes echoed per second (one way, 10^6 B).",
         "Latency: send to echo received, with WINDOW messages in flight per connection.",
+        "seg/msg: TCP segments sent on all hops (data and ACKs, the machine's OutSegs) per echoed message.",
         "relay/client/echo/others: CPU used during the measured window, in cores, by the relay (socat",
         "incl. its per-connection children, wsinspect incl. all threads), the load client, the echo",
         "server, and everything else on the machine. log: binary frame records in the JSON Lines log /",
