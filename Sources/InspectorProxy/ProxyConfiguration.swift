@@ -30,9 +30,10 @@ public struct ProxyConfiguration: Sendable {
     /// (RFC 896) gather small writes while earlier ones are unacknowledged,
     /// as a plain relay such as socat does by default: fewer segments, so
     /// less CPU for the proxy and both peers under many small messages, at
-    /// the price of waits for delayed ACKs (RFC 1122 4.2.3.2): a frame
-    /// written as header, then payload, waits ~40 ms for the server's ACK
-    /// of the header before its payload is sent (`--nagle`).
+    /// the price of waits for delayed ACKs (RFC 1122 4.2.3.2): the payload
+    /// of a frame written as header, then payload, or a message sent right
+    /// after one the server does not answer, waits ~43 ms for the server's
+    /// ACK of what came first (`--nagle`).
     public var sendsImmediately = true
     /// For a `wss://` upstream: a PEM file of CA certificates to trust instead
     /// of the system's; `nil` uses the system trust store.
