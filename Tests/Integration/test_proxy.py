@@ -884,6 +884,51 @@ def test_no_log_excludes_log(wsinspect_bin, tmp_path):
     assert r.returncode == 64 and "--no-log and --log" in r.stderr, r
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.mark.parametrize("args, want, unwanted", [
+    # whole (inflated) messages, one line each; pings and pongs hidden
+    (("--messages", "--no-control"),
+     [r'C→S text +frames=3 len=5 compressed=\d+ +"hello"', r'S→C text +frames=1 len=5 .*"hello"',
+      r"C→S binary +frames=1 len=2 .* 01 02", r"S→C binary +frames=1 len=2 .* 01 02"],
+     [r" ping ", r" pong ", r"FIN"]),
+    # filters, in colour: only the server's binary frames (and the connection's lines)
+    (("--direction", "s2c", "--opcode", "binary", "--color", "always"),
+     [r"S→C binary +FIN RSV1 len=\d+ inflated=2 +01 02", r"#1 open ", r"#1 closed after"],
+     [r"C→S binary", r" text ", r" ping ", r"S→C pong"]),
+    # the frame view, pongs with their round trip
+    ((), [r"C→S text +fin=0 RSV1 mask=[0-9a-f]{8} len=\d+ +\(compressed; the message shows when complete\)",
+          r'C→S continuation +FIN mask=[0-9a-f]{8} len=\d+ inflated=5 +"hello"',
+          r"C→S ping +FIN mask=[0-9a-f]{8} len=1 +70", r"S→C pong +FIN len=1 rtt=\d+\.\d+ms +70"],
+     [r"frames="]),
+], ids=["messages-no-control", "filters-colour", "frames"])
+def test_text_view_takes_the_read_options(start_proxy, args, want, unwanted):
+    """The proxy's terminal view is `read`'s: its view options work live, on a real
+    websockets client and server (permessage-deflate negotiated)."""
+
+    async def scenario():
+        async with echo_server() as port:
+            proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", *args, log=False, fmt="text")
+            async with connect(proxy.url()) as ws:
+                await ws.send(["hel", "lo"])  # one text message: "hel", "lo" and an empty last frame
+                assert await ws.recv() == "hello"
+                await ws.send(b"\x01\x02")
+                assert await ws.recv() == b"\x01\x02"
+                await (await ws.ping(b"p"))
+            rc = await asyncio.to_thread(proxy.stop)
+        assert rc == 0, proxy.describe()
+        raw = proxy.stdout()
+        assert ("\x1b[" in raw) == ("always" in args), proxy.describe()
+        out = ANSI.sub("", raw)
+        for pattern in want:
+            assert re.search(pattern, out), f"{pattern!r} not in\n{out}"
+        for pattern in unwanted:
+            assert not re.search(pattern, out), f"{pattern!r} in\n{out}"
+
+    run(scenario())
+
+
 # --------------------------------------------------------------------------
 # Node ws broadcast chat, 3 Python clients
 # --------------------------------------------------------------------------
