@@ -55,7 +55,8 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 
 from capture import NODE_PATH, node_prerequisites_missing  # noqa: E402
 from reference import C2S, S2C, RefAssembler, b64d  # noqa: E402
-from wsinspect_run import REPORTS  # noqa: E402
+from tshark_ws import tshark_frames  # noqa: E402
+from wsinspect_run import REPORTS, run_wsinspect  # noqa: E402
 
 READY_TIMEOUT = 20.0
 FULL_PAYLOADS = 2 << 20  # --max-payload the tests run the proxy with, unless they say otherwise
@@ -882,6 +883,66 @@ def test_no_log_excludes_log(wsinspect_bin, tmp_path):
     r = subprocess.run([str(wsinspect_bin), "proxy", "--upstream", "ws://127.0.0.1:1", "--no-log",
                         "--log", str(tmp_path / "x")], capture_output=True, text=True, timeout=20)
     assert r.returncode == 64 and "--no-log and --log" in r.stderr, r
+
+
+def test_write_pcap_decodes_like_the_live_log(start_proxy, wsinspect_bin, tmp_path):
+    """--write-pcap records each client connection as the client saw it: `wsinspect read`
+    decodes the recording to exactly the frames and messages the live log showed, and
+    tshark (the independent oracle) sees the same frames, masks and payloads."""
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed (Debian: apt-get install tshark)")
+    pcap = tmp_path / "proxied.pcap"
+    data = random.Random(7).randbytes(100_000)
+
+    async def scenario():
+        async with echo_server() as port:  # permessage-deflate negotiated
+            proxy = await asyncio.to_thread(start_proxy, f"ws://127.0.0.1:{port}", "--write-pcap", str(pcap))
+            for _ in range(2):
+                async with connect(proxy.url("/rec")) as ws:
+                    for message in ["hello", data, ["frag", "mented"]]:
+                        await ws.send(message)
+                        await ws.recv()
+                    await (await ws.ping(b"rtt"))
+                    await ws.close(1001, "bye")
+            return proxy, await asyncio.to_thread(proxy.stop_and_check)
+
+    proxy, live = run(scenario())
+    check_clean_log(live, connections=2)
+    recorded = run_wsinspect(wsinspect_bin, pcap, ["--max-payload", str(FULL_PAYLOADS)])
+    assert recorded.returncode == 0 and not recorded.bad_lines, recorded.describe()
+
+    fields = ("connection", "direction", "fin", "rsv1", "rsv2", "rsv3", "opcode", "masked", "maskingKey",
+              "payloadLength", "lengthEncoding", "payloadBase64", "closeCode", "closeReason")
+
+    def frames(events):
+        return [tuple(e.get(k) for k in fields) for e in of_type(events, "frame")]
+
+    def messages(events):
+        return [(e["connection"], e["direction"], e["opcodeName"], e.get("payloadBase64"), e.get("text"))
+                for e in of_type(events, "message")]
+
+    assert frames(recorded.events) == frames(live)
+    assert messages(recorded.events) == messages(live)
+    # per connection: the client's 5 data frames (3 for the fragmented message), ping and close;
+    # the server's 3 echoes, pong and close
+    assert len(frames(live)) == 2 * 12
+
+    listen_port = int(proxy.address.rpartition(":")[2])
+    client_port = {e["connection"]: int(e["client"].rpartition(":")[2]) for e in of_type(live, "connection-open")}
+    by_tshark: dict[tuple[int, bool], list] = {}
+    for t in tshark_frames(pcap, ["-o", "tcp.reassemble_out_of_order:TRUE"]):
+        to_server = t.dst[1] == listen_port
+        by_tshark.setdefault((t.src[1] if to_server else t.dst[1], to_server), []).append(t)
+    by_ours: dict[tuple[int, bool], list] = {}
+    for o in of_type(live, "frame"):
+        by_ours.setdefault((client_port[o["connection"]], o["direction"] == C2S), []).append(o)
+    assert by_tshark.keys() == by_ours.keys()
+    for key, ours in by_ours.items():
+        assert len(by_tshark[key]) == len(ours), key
+        for t, o in zip(by_tshark[key], ours):
+            assert (t.fin, t.rsv1, t.opcode, t.masked) == (o["fin"], o["rsv1"], o["opcode"], o["masked"]), (t, o)
+            assert t.masking_key == (o["maskingKey"].lower() if o["masked"] else None), (t, o)
+            assert t.payload == b64d(o.get("payloadBase64") or ""), (t, o)
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
