@@ -25,7 +25,7 @@ public final class ProxyServer: Sendable {
     public let faults: FaultController?
 
     public struct StartError: Error, CustomStringConvertible {
-        public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, cannotRecord, badCertificate, other }
+        public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, cannotRecord, badCertificate, invalidCertificate, other }
         public var kind: Kind
         public var description: String
     }
@@ -117,29 +117,49 @@ public final class ProxyServer: Sendable {
     private static func makeTLSContexts(_ configuration: ProxyConfiguration) throws -> (NIOSSLContext?, NIOSSLContext?) {
         var server: NIOSSLContext?
         var upstream: NIOSSLContext?
-        do {
-            if let (chain, key) = configuration.listenCertificate {
-                let certificates = try NIOSSLCertificate.fromPEMFile(chain).map { NIOSSLCertificateSource.certificate($0) }
-                let tls = TLSConfiguration.makeServerConfiguration(
-                    certificateChain: certificates,
-                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-                )
+        if let (chain, key) = configuration.listenCertificate {
+            let certificates = try load("--tls-cert", chain, "a PEM certificate chain") {
+                try NIOSSLCertificate.fromPEMFile(chain).map { NIOSSLCertificateSource.certificate($0) }
+            }
+            let privateKey = try load("--tls-key", key, "a PEM private key") {
+                try NIOSSLPrivateKey(file: key, format: .pem)
+            }
+            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(privateKey))
+            do {
                 server = try NIOSSLContext(configuration: tls)
+            } catch {
+                throw StartError(kind: .invalidCertificate, description: "--tls-cert \(chain) with --tls-key \(key): cannot set up TLS (\(error)); does the key belong to the certificate?")
             }
-            if configuration.upstream?.usesTLS == true {
-                var tls = TLSConfiguration.makeClientConfiguration()
-                if let file = configuration.upstreamCAFile {
-                    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(file))
-                }
-                if configuration.upstreamInsecure {
-                    tls.certificateVerification = .none
-                }
+        }
+        if configuration.upstream?.usesTLS == true {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if let file = configuration.upstreamCAFile {
+                tls.trustRoots = .certificates(try load("--ca-file", file, "PEM certificates") { try NIOSSLCertificate.fromPEMFile(file) })
+            }
+            if configuration.upstreamInsecure {
+                tls.certificateVerification = .none
+            }
+            do {
                 upstream = try NIOSSLContext(configuration: tls)
+            } catch {
+                throw StartError(kind: .invalidCertificate, description: "cannot set up TLS for the upstream: \(error)")
             }
-        } catch {
-            throw StartError(kind: .badCertificate, description: "TLS setup failed: \(error)")
         }
         return (server, upstream)
+    }
+
+    /// Loads a PEM file for `flag`, telling a file that cannot be read (and
+    /// why, from errno) from one that holds no `what`.
+    private static func load<T>(_ flag: String, _ path: String, _ what: String, _ body: () throws -> T) throws -> T {
+        guard let file = fopen(path, "r") else {
+            throw StartError(kind: .badCertificate, description: "\(flag) \(path): cannot read it: \(String(cString: strerror(errno)))")
+        }
+        fclose(file)
+        do {
+            return try body()
+        } catch {
+            throw StartError(kind: .invalidCertificate, description: "\(flag) \(path): not \(what) (\(error))")
+        }
     }
 
     /// Runs until the listening socket closes (see ``stopListening()``).

@@ -4,7 +4,8 @@ import PacketCapture
 /// The exit codes the README documents, following sysexits(3) where one fits.
 enum ExitCodes {
     static let truncatedInput = ExitCode(2)
-    static let notACapture = ExitCode(65)
+    /// The input is readable but not what it should be: not a capture, not PEM.
+    static let invalidInput = ExitCode(65)
     static let noInput = ExitCode(66)
     static let unavailable = ExitCode(69)
     static let ioError = ExitCode(74)
@@ -15,7 +16,7 @@ enum ExitCodes {
     static func code(for error: CaptureError) -> ExitCode {
         switch error.kind {
         case .fileNotFound, .unreadable: return noInput
-        case .notACapture: return notACapture
+        case .notACapture: return invalidInput
         case .truncated: return truncatedInput
         case .badFilter: return ExitCode.validationFailure
         case .noSuchInterface: return unavailable

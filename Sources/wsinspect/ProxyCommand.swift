@@ -232,6 +232,7 @@ struct ProxyCommand: ParsableCommand {
             case .permissionDenied: throw ExitCodes.permissionDenied
             case .cannotRecord: throw ExitCodes.ioError
             case .badCertificate: throw ExitCodes.noInput
+            case .invalidCertificate: throw ExitCodes.invalidInput
             default: throw ExitCodes.unavailable
             }
         }

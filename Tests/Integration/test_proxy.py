@@ -2016,6 +2016,35 @@ def test_tls_flags_go_together(wsinspect_bin):
     assert r.returncode == 64 and r.stderr.startswith("wsinspect: "), r.stderr
 
 
+
+def test_certificate_problems_name_the_file(wsinspect_bin, certificate, tmp_path):
+    """A certificate, key or CA file that cannot be read exits 66; one that holds no PEM of
+    its kind, or a key that does not belong to the certificate, exits 65. Either way the
+    message names the flag and the file, and the proxy does not start."""
+    cert, key = certificate
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not PEM\n")
+    other_key = tmp_path / "other-key.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other_key)], check=True, capture_output=True)
+    missing = tmp_path / "missing.pem"
+    plain, tls = ["--upstream", "ws://127.0.0.1:9"], ["--upstream", "wss://127.0.0.1:9"]
+    cases = [
+        (plain + ["--tls-cert", str(missing), "--tls-key", str(key)], 66,
+         f"--tls-cert {missing}: cannot read it: No such file or directory"),
+        (plain + ["--tls-cert", str(cert), "--tls-key", str(missing)], 66, f"--tls-key {missing}: cannot read it"),
+        (tls + ["--ca-file", str(missing)], 66, f"--ca-file {missing}: cannot read it"),
+        (plain + ["--tls-cert", str(garbage), "--tls-key", str(key)], 65, f"--tls-cert {garbage}: not a PEM certificate chain"),
+        (plain + ["--tls-cert", str(cert), "--tls-key", str(garbage)], 65, f"--tls-key {garbage}: not a PEM private key"),
+        (tls + ["--ca-file", str(garbage)], 65, f"--ca-file {garbage}: not PEM certificates"),
+        (plain + ["--tls-cert", str(cert), "--tls-key", str(other_key)], 65, "does the key belong to the certificate?"),
+    ]
+    for args, code, message in cases:
+        r = subprocess.run([str(wsinspect_bin), "proxy", "--listen", "127.0.0.1:0", *args],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == code and r.stderr.startswith("wsinspect: ") and message in r.stderr, (args, r)
+        assert "listening" not in r.stdout, (args, r)
+
+
 # -- forward-proxy mode: absolute URIs and CONNECT ----------------------------
 
 def _forward_proxy(wsinspect_bin, tmp_path):
