@@ -67,7 +67,7 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Close connections idle for this many seconds (0 = never).")
     var idleTimeout: Int64 = 0
 
-    @Flag(name: .long, help: "Let Nagle's algorithm gather small writes on both sockets, as socat does by default (default: send each read at once, TCP_NODELAY).")
+    @Flag(name: .long, help: "Let Nagle's algorithm gather small writes on both sockets, as socat does by default: fewer segments for many small messages, but a message can wait ~40 ms for a delayed ACK (default: send each read at once, TCP_NODELAY).")
     var nagle = false
 
     @Option(name: .long, help: "Payload bytes the log keeps per frame and per message: a preview, so that logging keeps up with large messages (the relay always carries everything). Default: 16 KiB of text, 4 KiB of binary.")
