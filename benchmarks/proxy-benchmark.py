@@ -4,7 +4,7 @@ connection and socat (a plain TCP relay) measured in the same run.
 
 Usage (from anywhere; paths are relative to the repository root):
 
-    benchmarks/proxy-benchmark.py                 # ~10 min; table + benchmarks/out/proxy-benchmark.txt
+    benchmarks/proxy-benchmark.py                 # ~12 min; table + benchmarks/out/proxy-benchmark.txt
     benchmarks/proxy-benchmark.py --rounds 1 --duration 1   # quicker try-out (figures are noisier)
     benchmarks/proxy-benchmark.py --binary .build/debug/wsinspect --only 16B-w64
 

@@ -2016,7 +2016,6 @@ def test_tls_flags_go_together(wsinspect_bin):
     assert r.returncode == 64 and r.stderr.startswith("wsinspect: "), r.stderr
 
 
-
 def test_certificate_problems_name_the_file(wsinspect_bin, certificate, tmp_path):
     """A certificate, key or CA file that cannot be read exits 66; one that holds no PEM of
     its kind, or a key that does not belong to the certificate, exits 65. Either way the
