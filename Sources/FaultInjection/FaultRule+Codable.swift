@@ -67,11 +67,15 @@ extension FaultRule: Codable {
             throw FaultRuleError("a rule needs an 'action': one of \(FaultRule.actionKeys.keys.sorted().joined(separator: ", "))")
         }
         guard let allowed = FaultRule.actionKeys[actionName] else {
-            throw FaultRuleError("unknown action '\(actionName)'; actions are \(FaultRule.actionKeys.keys.sorted().joined(separator: ", "))")
+            throw FaultRuleError(
+                "unknown action '\(actionName)'; actions are \(FaultRule.actionKeys.keys.sorted().joined(separator: ", "))"
+            )
         }
         let unknown = c.allKeys.map(\.stringValue).filter { !FaultRule.commonKeys.contains($0) && !allowed.contains($0) }
         if !unknown.isEmpty {
-            throw FaultRuleError("'\(actionName)' rule: unknown key\(unknown.count > 1 ? "s" : "") \(unknown.sorted().map { "'\($0)'" }.joined(separator: ", "))")
+            throw FaultRuleError(
+                "'\(actionName)' rule: unknown key\(unknown.count > 1 ? "s" : "") \(unknown.sorted().map { "'\($0)'" }.joined(separator: ", "))"
+            )
         }
         let action: Action
         switch actionName {
@@ -268,7 +272,9 @@ extension FaultMatch: Codable {
         let c = try decoder.container(keyedBy: RuleKey.self)
         let unknown = c.allKeys.map(\.stringValue).filter { !FaultMatch.keys.contains($0) }
         if !unknown.isEmpty {
-            throw FaultRuleError("match: unknown key\(unknown.count > 1 ? "s" : "") \(unknown.sorted().map { "'\($0)'" }.joined(separator: ", ")); keys are \(FaultMatch.keys.sorted().joined(separator: ", "))")
+            throw FaultRuleError(
+                "match: unknown key\(unknown.count > 1 ? "s" : "") \(unknown.sorted().map { "'\($0)'" }.joined(separator: ", ")); keys are \(FaultMatch.keys.sorted().joined(separator: ", "))"
+            )
         }
         self.init()
         let opcodeKey = RuleKey("opcode")
@@ -276,10 +282,12 @@ extension FaultMatch: Codable {
             if let names = try? c.decode([String].self, forKey: opcodeKey) {
                 opcodes = Set(try names.map { try FaultRule.opcode(named: $0).rawValue })
             } else if let numbers = try? c.decode([Int].self, forKey: opcodeKey) {
-                opcodes = Set(try numbers.map { number in
-                    guard (0...15).contains(number) else { throw FaultRuleError("opcode \(number) is not in 0...15") }
-                    return UInt8(number)
-                })
+                opcodes = Set(
+                    try numbers.map { number in
+                        guard (0...15).contains(number) else { throw FaultRuleError("opcode \(number) is not in 0...15") }
+                        return UInt8(number)
+                    }
+                )
             } else {
                 opcodes = [try FaultRule.decodeOpcode(c, opcodeKey).rawValue]
             }

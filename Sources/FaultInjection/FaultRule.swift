@@ -116,8 +116,14 @@ public struct FaultRule: Sendable {
     public internal(set) var serial = 0
 
     public init(
-        id: String, action: Action, direction: FaultDirection = .both, match: FaultMatch = FaultMatch(),
-        probability: Double = 1, times: Int? = nil, at: Int? = nil, every: Int? = nil
+        id: String,
+        action: Action,
+        direction: FaultDirection = .both,
+        match: FaultMatch = FaultMatch(),
+        probability: Double = 1,
+        times: Int? = nil,
+        at: Int? = nil,
+        every: Int? = nil
     ) {
         self.id = id
         self.action = action

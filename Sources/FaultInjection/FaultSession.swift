@@ -78,7 +78,10 @@ public struct FaultSession {
     ///   - seed: the run's seed; each connection draws from its own stream of
     ///     it, so connections do not disturb each other's sequences.
     public init(
-        connection: Int, target: String, isUpgradeRequest: Bool, seed: UInt64,
+        connection: Int,
+        target: String,
+        isUpgradeRequest: Bool,
+        seed: UInt64,
         maskingKey: @escaping () -> MaskingKey
     ) {
         self.connection = connection
@@ -225,13 +228,22 @@ public struct FaultSession {
     /// control-API request does. False when that side can take no more.
     @discardableResult
     public mutating func inject(
-        _ message: InjectedMessage, to direction: Direction, rule: String = "control", action: String? = nil, at now: Timestamp
+        _ message: InjectedMessage,
+        to direction: Direction,
+        rule: String = "control",
+        action: String? = nil,
+        at now: Timestamp
     ) -> Bool {
         guard upgradedAt != nil, !lanes[direction.laneIndex].ended, !lanes[direction.laneIndex].receiverClosed else { return false }
         note(
             FaultEvent(
-                connection: connection, time: now, rule: rule, action: action ?? (message.opcode == .close ? "close" : "inject"),
-                direction: direction, opcode: message.opcode, length: message.payload.count,
+                connection: connection,
+                time: now,
+                rule: rule,
+                action: action ?? (message.opcode == .close ? "close" : "inject"),
+                direction: direction,
+                opcode: message.opcode,
+                length: message.payload.count,
                 detail: "sent \(describe(message)) to the \(direction.receiverName)"
             ),
             in: direction.laneIndex
@@ -245,8 +257,12 @@ public struct FaultSession {
         lanes[direction.laneIndex].paused = paused
         events.append(
             FaultEvent(
-                connection: connection, time: now, rule: "control", action: paused ? "pause" : "resume",
-                direction: direction, detail: paused ? "holding \(direction.name) traffic" : "releasing \(direction.name) traffic"
+                connection: connection,
+                time: now,
+                rule: "control",
+                action: paused ? "pause" : "resume",
+                direction: direction,
+                detail: paused ? "holding \(direction.name) traffic" : "releasing \(direction.name) traffic"
             )
         )
     }
@@ -616,7 +632,8 @@ public struct FaultSession {
             case .close(let code, let reason):
                 let targets = rule.direction == .both ? Direction.allCases : [direction]
                 plan.injections.append((.close(code: code, reason: reason), targets))
-                detail = "after \(what): sent close \(WebSocketCloseCode(code: code)) to the "
+                detail =
+                    "after \(what): sent close \(WebSocketCloseCode(code: code)) to the "
                     + (targets.count > 1 ? "client and the server" : direction.receiverName)
             case .abort:
                 plan.abort = true
@@ -628,8 +645,15 @@ public struct FaultSession {
                 continue
             }
             let event = FaultEvent(
-                connection: connection, time: now, rule: rule.id, action: rule.action.name, direction: direction,
-                opcode: opcode, length: plain?.count ?? length, message: number, detail: detail
+                connection: connection,
+                time: now,
+                rule: rule.id,
+                action: rule.action.name,
+                direction: direction,
+                opcode: opcode,
+                length: plain?.count ?? length,
+                message: number,
+                detail: detail
             )
             switch rule.action {
             case .stall, .timeout, .abort: events.append(event)  // about the direction, not a place in it
@@ -643,12 +667,18 @@ public struct FaultSession {
         }
         if plan.corruptions.contains(.oversizedControl) {
             // Ahead of the message: a ping of 126 bytes (RFC 6455 §5.5 allows 125).
-            enqueue(encodeFrame(.ping, [UInt8](repeating: 0x21, count: 126), fin: true, rsv: 0, masked: direction.senderMasks), in: index, at: now, delay: plan.delay)
+            enqueue(
+                encodeFrame(.ping, [UInt8](repeating: 0x21, count: 126), fin: true, rsv: 0, masked: direction.senderMasks),
+                in: index,
+                at: now,
+                delay: plan.delay
+            )
         }
         // With context takeover the receiver's inflater expects every
         // compressed message the sender made (RFC 7692 §7.2.2). Once one is
         // lost or changed, this direction is compressed by the proxy itself.
-        let breaksContext = compressed && lanes[index].keepsContext && (plan.drop || plan.payload != nil || plan.corruptions.contains(.invalidUTF8))
+        let breaksContext =
+            compressed && lanes[index].keepsContext && (plan.drop || plan.payload != nil || plan.corruptions.contains(.invalidUTF8))
         let keepsOrder = !plan.drop && !plan.reframes && !(compressed && lanes[index].reencoding)
         if !keepsOrder {
             // The message is changed or gone: its control frames go first.
@@ -676,7 +706,12 @@ public struct FaultSession {
                 // Changed messages go uncompressed (RSV1 clear), which leaves
                 // both peers' compression state alone (RFC 7692 §6).
                 let keepCompressed = compressed && !changed && !lanes[index].reencoding
-                enqueue(encode(opcode, keepCompressed ? payload : body, rsv1: keepCompressed, plan, direction), in: index, at: now, delay: plan.delay)
+                enqueue(
+                    encode(opcode, keepCompressed ? payload : body, rsv1: keepCompressed, plan, direction),
+                    in: index,
+                    at: now,
+                    delay: plan.delay
+                )
             }
             // Copies go uncompressed too, unless the message could not be inflated.
             let copy = plan.payload ?? plain ?? payload
@@ -685,7 +720,9 @@ public struct FaultSession {
             for _ in 0..<plan.copies {
                 enqueue(
                     encode(opcode, copy, rsv1: compressed && plain == nil && plan.payload == nil, copyPlan, direction),
-                    in: index, at: now, delay: plan.delay
+                    in: index,
+                    at: now,
+                    delay: plan.delay
                 )
             }
             countForwardedMessage(index, at: now)
@@ -737,7 +774,12 @@ public struct FaultSession {
         case .stall(let ms):
             for direction in directions {
                 hold(direction.laneIndex, for: ms, at: now)
-                record(rule, direction, at: now, ms.map { "stalled \(direction.name) for \($0) ms" } ?? "stalled \(direction.name) for good")
+                record(
+                    rule,
+                    direction,
+                    at: now,
+                    ms.map { "stalled \(direction.name) for \($0) ms" } ?? "stalled \(direction.name) for good"
+                )
             }
         case .timeout(let ms):
             for direction in directions {
@@ -767,7 +809,8 @@ public struct FaultSession {
     }
 
     private mutating func hold(_ index: Int, for milliseconds: Int?, at now: Timestamp) {
-        lanes[index].holdUntil = milliseconds.map { Timestamp(nanoseconds: now.nanoseconds + Int64($0) * 1_000_000) }
+        lanes[index].holdUntil =
+            milliseconds.map { Timestamp(nanoseconds: now.nanoseconds + Int64($0) * 1_000_000) }
             ?? Timestamp(nanoseconds: .max)
     }
 
@@ -843,7 +886,11 @@ public struct FaultSession {
     private mutating func closeForLimit(_ index: Int, rule: String, _ what: String, at now: Timestamp) {
         note(
             FaultEvent(
-                connection: connection, time: now, rule: rule, action: "limit", direction: lanes[index].direction,
+                connection: connection,
+                time: now,
+                rule: rule,
+                action: "limit",
+                direction: lanes[index].direction,
                 detail: "closing the connection after \(what) \(lanes[index].direction.name)"
             ),
             in: index
@@ -877,8 +924,11 @@ public struct FaultSession {
         while offset < payload.count {
             let end = min(payload.count, offset + size)
             var frame = encodeFrame(
-                offset == 0 ? firstOpcode : .continuation, Array(payload[offset..<end]), fin: end == payload.count,
-                rsv: offset == 0 ? rsv : 0, masked: masked
+                offset == 0 ? firstOpcode : .continuation,
+                Array(payload[offset..<end]),
+                fin: end == payload.count,
+                rsv: offset == 0 ? rsv : 0,
+                masked: masked
             )
             out.writeBuffer(&frame)
             offset = end
@@ -888,8 +938,13 @@ public struct FaultSession {
 
     private func encodeFrame(_ opcode: WebSocketOpcode, _ payload: [UInt8], fin: Bool, rsv: UInt8, masked: Bool) -> ByteBuffer {
         let header = FrameHeader(
-            fin: fin, rsv1: rsv & 4 != 0, rsv2: rsv & 2 != 0, rsv3: rsv & 1 != 0, opcode: opcode,
-            maskingKey: masked ? maskingKey() : nil, payloadLength: UInt64(payload.count),
+            fin: fin,
+            rsv1: rsv & 4 != 0,
+            rsv2: rsv & 2 != 0,
+            rsv3: rsv & 1 != 0,
+            opcode: opcode,
+            maskingKey: masked ? maskingKey() : nil,
+            payloadLength: UInt64(payload.count),
             lengthEncoding: FrameHeader.minimalEncoding(for: UInt64(payload.count))
         )
         var out = allocator.buffer(capacity: header.headerLength + payload.count)

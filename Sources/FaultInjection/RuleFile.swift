@@ -34,7 +34,9 @@ public struct RuleFile: Sendable {
             let c = try decoder.container(keyedBy: RuleKey.self)
             let unknown = c.allKeys.map(\.stringValue).filter { $0 != "seed" && $0 != "rules" }
             if !unknown.isEmpty {
-                throw FaultRuleError("unknown top-level key \(unknown.sorted().map { "'\($0)'" }.joined(separator: ", ")); a rules file has 'rules' and an optional 'seed'")
+                throw FaultRuleError(
+                    "unknown top-level key \(unknown.sorted().map { "'\($0)'" }.joined(separator: ", ")); a rules file has 'rules' and an optional 'seed'"
+                )
             }
             seed = try c.decodeIfPresent(UInt64.self, forKey: RuleKey("seed"))
             rules = try c.decodeIfPresent([FaultRule].self, forKey: RuleKey("rules")) ?? []
@@ -91,7 +93,8 @@ public struct RuleFile: Sendable {
         }
         switch error {
         case .typeMismatch(let type, let context):
-            return "\(place(context.codingPath))expected \(type == String.self ? "a string" : type == Int.self ? "a whole number" : "\(type)")"
+            return
+                "\(place(context.codingPath))expected \(type == String.self ? "a string" : type == Int.self ? "a whole number" : "\(type)")"
         case .valueNotFound(_, let context), .keyNotFound(_, let context):
             return "\(place(context.codingPath))\(context.debugDescription)"
         case .dataCorrupted(let context):

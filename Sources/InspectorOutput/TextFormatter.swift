@@ -106,7 +106,8 @@ public struct TextFormatter {
     }
 
     private func formatOpened(_ opened: ConnectionOpened) -> String {
-        var line = "\(clock(opened.time)) \(connectionTag(opened.connection)) "
+        var line =
+            "\(clock(opened.time)) \(connectionTag(opened.connection)) "
             + paint("open", .green) + " \(opened.endpoints.client) → \(opened.endpoints.server)"
         if let request = opened.request {
             line += " \(request.method) \(request.target)"
@@ -298,14 +299,16 @@ public struct TextFormatter {
 
     public func format(_ summary: SessionSummary) -> String {
         var lines: [String] = []
-        var first = "summary: " + counted(summary.webSocketConnections, "WebSocket connection") + ", "
+        var first =
+            "summary: " + counted(summary.webSocketConnections, "WebSocket connection") + ", "
             + counted(summary.frames, "frame") + ", " + counted(summary.messages, "message")
         if summary.findings > 0 { first += ", " + paint(counted(summary.findings, "finding"), .yellow) }
         if summary.rejectedHandshakes > 0 { first += ", " + counted(summary.rejectedHandshakes, "rejected upgrade") }
         if let faults = summary.faults { first += ", " + paint(counted(faults, "fault"), .red) }
         lines.append(first)
         if let packets = summary.packets {
-            var second = "  " + counted(packets, "packet") + ", " + counted(Int(summary.bytes ?? 0), "byte") + ", "
+            var second =
+                "  " + counted(packets, "packet") + ", " + counted(Int(summary.bytes ?? 0), "byte") + ", "
                 + counted(summary.tcpConnections ?? 0, "TCP connection")
             if summary.gaps > 0 { second += ", \(summary.gaps) gaps (\(summary.lostBytes) bytes lost)" }
             if summary.truncatedPackets > 0 { second += ", \(summary.truncatedPackets) packets cut by snaplen" }

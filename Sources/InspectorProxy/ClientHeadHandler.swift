@@ -82,7 +82,9 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context, status: "400 Bad Request", body: "wsinspect: the request is not HTTP/1.1: \(reason)\n")
         case .complete(let head, let headLength):
             let decision = Route.decide(
-                for: head, configuration: configuration, clientAddress: context.channel.remoteAddress?.ipAddress
+                for: head,
+                configuration: configuration,
+                clientAddress: context.channel.remoteAddress?.ipAddress
             )
             switch decision {
             case .reject(let status, let reason):
@@ -107,10 +109,19 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// A `refuse` rule (Toxiproxy's "down"): the client is reset before the
     /// upstream hears of it.
     private func refuse(_ context: ChannelHandlerContext, rule: FaultRule, target: String) {
-        sink(.fault(FaultEvent(
-            connection: id, time: ConnectionTap.now(), rule: rule.id, action: rule.action.name, direction: nil,
-            detail: "refused \(target) from \(context.channel.remoteAddress.map(Self.describe) ?? "the client") before contacting the upstream"
-        )))
+        sink(
+            .fault(
+                FaultEvent(
+                    connection: id,
+                    time: ConnectionTap.now(),
+                    rule: rule.id,
+                    action: rule.action.name,
+                    direction: nil,
+                    detail:
+                        "refused \(target) from \(context.channel.remoteAddress.map(Self.describe) ?? "the client") before contacting the upstream"
+                )
+            )
+        )
         if let provider = context.channel as? SocketOptionProvider {
             _ = provider.setSoLinger(linger(l_onoff: 1, l_linger: 0))
         }
@@ -125,7 +136,8 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
         let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
         let tls = upstream.usesTLS && !route.tunnel ? upstreamTLS : nil
         // SNI carries a host name, never an address (RFC 6066 §3).
-        let serverName = upstream.host.contains(":") || upstream.host.allSatisfy({ $0.isNumber || $0 == "." })
+        let serverName =
+            upstream.host.contains(":") || upstream.host.allSatisfy({ $0.isNumber || $0 == "." })
             ? nil : upstream.host
         // With TLS the connection counts as made once the handshake is done,
         // so a certificate problem is answered with a 502 like a refusal.
@@ -169,12 +181,22 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
     }
 
-    private func startRelay(_ context: ChannelHandlerContext, upstreamChannel: Channel, route: Route, headLength: Int, request: HandshakeRequest) {
+    private func startRelay(
+        _ context: ChannelHandlerContext,
+        upstreamChannel: Channel,
+        route: Route,
+        headLength: Int,
+        request: HandshakeRequest
+    ) {
         let client = context.channel.remoteAddress.map(Self.describe) ?? "unknown"
         let server = upstreamChannel.remoteAddress.map(Self.describe) ?? route.target.hostHeader
         let tap = ConnectionTap(
-            id: id, client: client, server: server, configuration: configuration.observer,
-            decodes: configuration.decodesTraffic, sink: sink
+            id: id,
+            client: client,
+            server: server,
+            configuration: configuration.observer,
+            decodes: configuration.decodesTraffic,
+            sink: sink
         )
         if route.tunnel {
             let id = self.id
@@ -189,12 +211,19 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
         var faultRelay: FaultRelay?
         if let faults, !route.tunnel {
             let session = FaultSession(
-                connection: id, target: request.target, isUpgradeRequest: request.isUpgrade, seed: faults.seed,
+                connection: id,
+                target: request.target,
+                isUpgradeRequest: request.isUpgrade,
+                seed: faults.seed,
                 maskingKey: { MaskingKey(rawValue: UInt32.random(in: 0...UInt32.max)) }
             )
             let relay = FaultRelay(
-                session: session, tap: tap, controller: faults, eventLoop: context.eventLoop,
-                endpoints: ConnectionEndpoints(client: client, server: server), sink: sink
+                session: session,
+                tap: tap,
+                controller: faults,
+                eventLoop: context.eventLoop,
+                endpoints: ConnectionEndpoints(client: client, server: server),
+                sink: sink
             )
             (clientSide, upstreamSide) = relay.makeHandlers()
             faultRelay = relay
@@ -207,10 +236,12 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             try upstreamChannel.pipeline.syncOperations.addHandler(upstreamSide)
             if configuration.idleTimeout > 0 {
                 try upstreamChannel.pipeline.syncOperations.addHandler(
-                    IdleStateHandler(allTimeout: .seconds(configuration.idleTimeout)), position: .first
+                    IdleStateHandler(allTimeout: .seconds(configuration.idleTimeout)),
+                    position: .first
                 )
                 try context.pipeline.syncOperations.addHandler(
-                    IdleStateHandler(allTimeout: .seconds(configuration.idleTimeout)), position: .first
+                    IdleStateHandler(allTimeout: .seconds(configuration.idleTimeout)),
+                    position: .first
                 )
                 try context.pipeline.syncOperations.addHandler(IdleCloser())
                 try upstreamChannel.pipeline.syncOperations.addHandler(IdleCloser())
@@ -260,7 +291,8 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func respond(_ context: ChannelHandlerContext, status: String, body: String) {
-        let text = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        let text =
+            "HTTP/1.1 \(status)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text))).whenComplete { _ in
             context.close(promise: nil)
         }

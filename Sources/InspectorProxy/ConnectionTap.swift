@@ -22,7 +22,11 @@ final class ConnectionTap {
     var onTLSTunnel: (() -> Void)?
 
     init(
-        id: Int, client: String, server: String, configuration: ObserverConfiguration, decodes: Bool = true,
+        id: Int,
+        client: String,
+        server: String,
+        configuration: ObserverConfiguration,
+        decodes: Bool = true,
         sink: @escaping @Sendable (InspectorEvent) -> Void
     ) {
         self.decodes = decodes

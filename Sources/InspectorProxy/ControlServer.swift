@@ -89,7 +89,10 @@ public final class ControlServer: Sendable {
             let code = body.code ?? 1000
             guard (0...0xFFFF).contains(code) else { throw HTTPError(.badRequest, message: "close code \(code) does not fit in 16 bits") }
             try await controller.close(
-                connection: id, code: UInt16(code), reason: body.reason ?? "", directions: try direction(body.direction ?? "both", allowBoth: true)
+                connection: id,
+                code: UInt16(code),
+                reason: body.reason ?? "",
+                directions: try direction(body.direction ?? "both", allowBoth: true)
             )
             return try json(.accepted, ["queued": true])
         }
@@ -136,7 +139,8 @@ public final class ControlServer: Sendable {
     }
 
     /// A body that may be left out entirely.
-    private static func decodeOptional<T: Decodable>(_ type: T.Type, _ request: Request, _ context: BasicRequestContext) async throws -> T? {
+    private static func decodeOptional<T: Decodable>(_ type: T.Type, _ request: Request, _ context: BasicRequestContext) async throws -> T?
+    {
         var request = request
         let buffer = try await request.collectBody(upTo: 64 * 1024)
         guard buffer.readableBytes > 0 else { return nil }

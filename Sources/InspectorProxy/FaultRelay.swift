@@ -29,8 +29,12 @@ final class FaultRelay {
     private static let queueLimit = 1024 * 1024
 
     init(
-        session: FaultSession, tap: ConnectionTap, controller: FaultController, eventLoop: EventLoop,
-        endpoints: ConnectionEndpoints, sink: @escaping @Sendable (InspectorEvent) -> Void
+        session: FaultSession,
+        tap: ConnectionTap,
+        controller: FaultController,
+        eventLoop: EventLoop,
+        endpoints: ConnectionEndpoints,
+        sink: @escaping @Sendable (InspectorEvent) -> Void
     ) {
         self.session = session
         self.tap = tap
@@ -56,9 +60,13 @@ final class FaultRelay {
             return .init(messages: stats.messages, bytes: stats.bytes, paused: stats.paused)
         }
         return FaultController.ConnectionInfo(
-            id: session.connection, client: endpoints.client, server: endpoints.server, path: session.target,
+            id: session.connection,
+            client: endpoints.client,
+            server: endpoints.server,
+            path: session.target,
             state: session.isClosing ? "closing" : session.isUpgraded ? "open" : "handshake",
-            toServer: direction(.clientToServer), toClient: direction(.serverToClient)
+            toServer: direction(.clientToServer),
+            toClient: direction(.serverToClient)
         )
     }
 
@@ -81,10 +89,16 @@ final class FaultRelay {
             throw FaultController.ControlError(kind: .closed, description: "connection \(session.connection) is closing")
         }
         guard session.isUpgraded else {
-            throw FaultController.ControlError(kind: .notUpgraded, description: "connection \(session.connection) has not upgraded to WebSocket yet")
+            throw FaultController.ControlError(
+                kind: .notUpgraded,
+                description: "connection \(session.connection) has not upgraded to WebSocket yet"
+            )
         }
         guard session.inject(message, to: direction, at: ConnectionTap.now()) else {
-            throw FaultController.ControlError(kind: .closed, description: "the \(direction == .clientToServer ? "server" : "client") side of connection \(session.connection) is closed")
+            throw FaultController.ControlError(
+                kind: .closed,
+                description: "the \(direction == .clientToServer ? "server" : "client") side of connection \(session.connection) is closed"
+            )
         }
         pump()
     }

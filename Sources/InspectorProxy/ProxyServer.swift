@@ -25,7 +25,9 @@ public final class ProxyServer: Sendable {
     public let faults: FaultController?
 
     public struct StartError: Error, CustomStringConvertible {
-        public enum Kind: Sendable { case addressInUse, permissionDenied, badAddress, cannotRecord, badCertificate, invalidCertificate, other }
+        public enum Kind: Sendable {
+            case addressInUse, permissionDenied, badAddress, cannotRecord, badCertificate, invalidCertificate, other
+        }
         public var kind: Kind
         public var description: String
     }
@@ -86,8 +88,12 @@ public final class ProxyServer: Sendable {
                     }
                     try channel.pipeline.syncOperations.addHandler(
                         ClientHeadHandler(
-                            configuration: configuration, upstreamTLS: upstreamTLS, id: id, sink: sink,
-                            diagnostics: diagnostics, faults: faults
+                            configuration: configuration,
+                            upstreamTLS: upstreamTLS,
+                            id: id,
+                            sink: sink,
+                            diagnostics: diagnostics,
+                            faults: faults
                         )
                     )
                 }
@@ -107,7 +113,10 @@ public final class ProxyServer: Sendable {
             } else {
                 kind = .other
             }
-            throw StartError(kind: kind, description: "cannot listen on \(configuration.listenHost):\(configuration.listenPort): \(describeNetworkError(error))")
+            throw StartError(
+                kind: kind,
+                description: "cannot listen on \(configuration.listenHost):\(configuration.listenPort): \(describeNetworkError(error))"
+            )
         }
         self.group = group
     }
@@ -128,7 +137,11 @@ public final class ProxyServer: Sendable {
             do {
                 server = try NIOSSLContext(configuration: tls)
             } catch {
-                throw StartError(kind: .invalidCertificate, description: "--tls-cert \(chain) with --tls-key \(key): cannot set up TLS (\(error)); does the key belong to the certificate?")
+                throw StartError(
+                    kind: .invalidCertificate,
+                    description:
+                        "--tls-cert \(chain) with --tls-key \(key): cannot set up TLS (\(error)); does the key belong to the certificate?"
+                )
             }
         }
         if configuration.upstream?.usesTLS == true {

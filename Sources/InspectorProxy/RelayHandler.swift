@@ -33,7 +33,10 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     /// A pair for the client side and the upstream side of one connection.
-    static func pair(tap: ConnectionTap, onClose: @escaping (ConnectionClosed.Reason) -> Void) -> (client: RelayHandler, upstream: RelayHandler) {
+    static func pair(
+        tap: ConnectionTap,
+        onClose: @escaping (ConnectionClosed.Reason) -> Void
+    ) -> (client: RelayHandler, upstream: RelayHandler) {
         let client = RelayHandler(tap: tap, direction: .clientToServer, onClose: onClose)
         let upstream = RelayHandler(tap: tap, direction: .serverToClient, onClose: onClose)
         client.partner = upstream

@@ -25,7 +25,9 @@ struct Route {
             guard let upstream = configuration.upstream else {
                 return .reject(status: "502 Bad Gateway", reason: "no upstream configured")
             }
-            return .route(Route(target: upstream, tunnel: false, rewriter: RequestHeadRewriter(upstream: upstream, forwardedFor: forwardedFor)))
+            return .route(
+                Route(target: upstream, tunnel: false, rewriter: RequestHeadRewriter(upstream: upstream, forwardedFor: forwardedFor))
+            )
         case .forward:
             if method == "CONNECT" {
                 // RFC 9110 §9.3.6: the target is host:port.
@@ -37,7 +39,10 @@ struct Route {
             let lower = requestTarget.lowercased()
             guard lower.hasPrefix("http://") || lower.hasPrefix("ws://") else {
                 if lower.hasPrefix("https://") || lower.hasPrefix("wss://") {
-                    return .reject(status: "400 Bad Request", reason: "use CONNECT for TLS targets, not an absolute \(requestTarget.prefix(8))… URI")
+                    return .reject(
+                        status: "400 Bad Request",
+                        reason: "use CONNECT for TLS targets, not an absolute \(requestTarget.prefix(8))… URI"
+                    )
                 }
                 return .reject(status: "400 Bad Request", reason: "a forward proxy needs an absolute URI (http://host/path) or CONNECT")
             }

@@ -138,7 +138,12 @@ public struct CaptureDecoder {
         // Mutated in place: a flow holds the observer's whole state, too big to
         // move in and out of the table for every packet.
         let done = slots[slot]!.handle(
-            segment, configuration: configuration, statistics: &statistics, events: &events, time: time, number: number
+            segment,
+            configuration: configuration,
+            statistics: &statistics,
+            events: &events,
+            time: time,
+            number: number
         )
         if done {
             end(slot: slot, reason: segment.rst ? .tcpReset : .tcpFin, at: time)
@@ -251,7 +256,9 @@ extension CaptureDecoder.Flow {
         observer!.lendQueue(&events)
         var inOrder = false
         if !segment.rst {
-            let sequence = segment.sequenceNumber, count = segment.payload.count, missing = segment.missingPayload
+            let sequence = segment.sequenceNumber
+            let count = segment.payload.count
+            let missing = segment.missingPayload
             inOrder =
                 direction == .clientToServer
                 ? toServer.takeIfNext(sequence: sequence, syn: segment.syn, fin: segment.fin, byteCount: count, missingTail: missing)
@@ -263,9 +270,21 @@ extension CaptureDecoder.Flow {
         } else {
             let payload = segment.payload.isEmpty ? ByteBuffer() : ByteBuffer(bytes: segment.payload)
             if direction == .clientToServer {
-                toServer.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload)
+                toServer.add(
+                    sequence: segment.sequenceNumber,
+                    syn: segment.syn,
+                    fin: segment.fin,
+                    payload: payload,
+                    missingTail: segment.missingPayload
+                )
             } else {
-                toClient.add(sequence: segment.sequenceNumber, syn: segment.syn, fin: segment.fin, payload: payload, missingTail: segment.missingPayload)
+                toClient.add(
+                    sequence: segment.sequenceNumber,
+                    syn: segment.syn,
+                    fin: segment.fin,
+                    payload: payload,
+                    missingTail: segment.missingPayload
+                )
             }
             if segment.rst {
                 toServer.flush()

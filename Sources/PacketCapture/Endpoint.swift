@@ -14,7 +14,9 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     public func hash(into hasher: inout Hasher) {
         switch self {
         case .v4(let a): hasher.combine(a)
-        case .v6(let a): hasher.combine(a.0); hasher.combine(a.1)
+        case .v6(let a):
+            hasher.combine(a.0)
+            hasher.combine(a.1)
         }
     }
 

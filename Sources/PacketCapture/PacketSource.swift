@@ -81,7 +81,9 @@ public final class PacketSource {
             fclose(file)
             buffer.deallocate()
             let message = cString(errorBuffer)
-            if message.contains("unknown file format") || message.contains("truncated") || message.contains("bad dump file") || message.contains("file is empty") {
+            if message.contains("unknown file format") || message.contains("truncated") || message.contains("bad dump file")
+                || message.contains("file is empty")
+            {
                 throw CaptureError(.notACapture, "\(name): not a pcap or pcapng capture file (\(message))")
             }
             throw CaptureError(.unreadable, "\(name): \(message)")
@@ -90,7 +92,11 @@ public final class PacketSource {
     }
 
     /// Opens a live interface in immediate mode, so frames show as they arrive.
-    public static func openLive(interface: String, snapshotLength: Int32 = 262_144, promiscuous: Bool = false) throws(CaptureError) -> PacketSource {
+    public static func openLive(
+        interface: String,
+        snapshotLength: Int32 = 262_144,
+        promiscuous: Bool = false
+    ) throws(CaptureError) -> PacketSource {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
         guard let handle = pcap_create(interface, &errorBuffer) else {
             throw CaptureError(.captureFailed, "\(interface): \(cString(errorBuffer))")
@@ -177,7 +183,6 @@ public final class PacketSource {
             throw CaptureError(isLive ? .captureFailed : .notACapture, message)
         }
     }
-
 
     /// The raw handle, for ``breakLoop(_:)`` from a signal handler, which
     /// cannot reach this object.

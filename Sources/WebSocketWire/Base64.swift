@@ -36,7 +36,8 @@ public enum Base64 {
                 position += 8
             }
             while index + 3 <= count {
-                let value = UInt32(input.load(fromByteOffset: index, as: UInt8.self)) << 16
+                let value =
+                    UInt32(input.load(fromByteOffset: index, as: UInt8.self)) << 16
                     | UInt32(input.load(fromByteOffset: index + 1, as: UInt8.self)) << 8
                     | UInt32(input.load(fromByteOffset: index + 2, as: UInt8.self))
                 let word = UInt32(pairs[Int(value >> 12)]) | UInt32(pairs[Int(value & 0xFFF)]) << 16

@@ -241,8 +241,14 @@ public struct ConnectionObserver {
         events.append(
             .connectionClosed(
                 ConnectionClosed(
-                    connection: id, time: time, endpoints: endpoints, reason: reason, opened: opened,
-                    clientToServer: client.stats, serverToClient: server.stats, findingCount: findingCount
+                    connection: id,
+                    time: time,
+                    endpoints: endpoints,
+                    reason: reason,
+                    opened: opened,
+                    clientToServer: client.stats,
+                    serverToClient: server.stats,
+                    findingCount: findingCount
                 )
             )
         )
@@ -342,7 +348,11 @@ public struct ConnectionObserver {
             events.append(
                 .handshakeRejected(
                     HandshakeRejected(
-                        connection: id, time: time, endpoints: endpoints, request: request, response: response,
+                        connection: id,
+                        time: time,
+                        endpoints: endpoints,
+                        request: request,
+                        response: response,
                         problems: problems
                     )
                 )
@@ -396,16 +406,29 @@ public struct ConnectionObserver {
                     findings.append(Finding(.acceptMismatch, "response has no Sec-WebSocket-Accept (RFC 6455 §4.2.2)"))
                 } else if response.accept != expectedAccept {
                     findings.append(
-                        Finding(.acceptMismatch, "Sec-WebSocket-Accept is \(response.accept!), expected \(expectedAccept!) (RFC 6455 §4.2.2)")
+                        Finding(
+                            .acceptMismatch,
+                            "Sec-WebSocket-Accept is \(response.accept!), expected \(expectedAccept!) (RFC 6455 §4.2.2)"
+                        )
                     )
                 }
             }
             let offered = Set(request.extensions.map { $0.name.lowercased() })
             for accepted in response.extensions where !offered.contains(accepted.name.lowercased()) {
-                findings.append(Finding(.unrequestedExtension, "server accepted extension \(accepted.name), which the client did not offer (RFC 6455 §9.1)"))
+                findings.append(
+                    Finding(
+                        .unrequestedExtension,
+                        "server accepted extension \(accepted.name), which the client did not offer (RFC 6455 §9.1)"
+                    )
+                )
             }
             if let selected = response.selectedProtocol, !request.protocols.contains(selected) {
-                findings.append(Finding(.unrequestedProtocol, "server selected sub-protocol \(selected), which the client did not offer (RFC 6455 §4.2.2)"))
+                findings.append(
+                    Finding(
+                        .unrequestedProtocol,
+                        "server selected sub-protocol \(selected), which the client did not offer (RFC 6455 §4.2.2)"
+                    )
+                )
             }
         }
         if let (parameters, problems) = DeflateParameters.negotiated(from: response.extensions) {
@@ -423,8 +446,15 @@ public struct ConnectionObserver {
         events.append(
             .connectionOpened(
                 ConnectionOpened(
-                    connection: id, time: time, endpoints: endpoints, origin: .handshake, request: request,
-                    response: response, expectedAccept: expectedAccept, deflate: deflate, findings: findings
+                    connection: id,
+                    time: time,
+                    endpoints: endpoints,
+                    origin: .handshake,
+                    request: request,
+                    response: response,
+                    expectedAccept: expectedAccept,
+                    deflate: deflate,
+                    findings: findings
                 )
             )
         )
@@ -466,7 +496,9 @@ public struct ConnectionObserver {
             }
         }
         let examined = pending.values.map(\.readableBytes)
-        let decided = framingAtStart ? examined.contains { $0 >= 14 } : examined.allSatisfy { $0 >= configuration.detectionWindow } && examined.count == 2
+        let decided =
+            framingAtStart
+            ? examined.contains { $0 >= 14 } : examined.allSatisfy { $0 >= configuration.detectionWindow } && examined.count == 2
         if decided || examined.contains(where: { $0 >= 4 * configuration.detectionWindow }) {
             phase = .ignored
             pending = [:]
@@ -506,8 +538,15 @@ public struct ConnectionObserver {
         events.append(
             .connectionOpened(
                 ConnectionOpened(
-                    connection: id, time: opened, endpoints: endpoints, origin: .midStream, request: nil,
-                    response: nil, expectedAccept: nil, deflate: nil, findings: findings
+                    connection: id,
+                    time: opened,
+                    endpoints: endpoints,
+                    origin: .midStream,
+                    request: nil,
+                    response: nil,
+                    expectedAccept: nil,
+                    deflate: nil,
+                    findings: findings
                 )
             )
         )
@@ -553,8 +592,13 @@ public struct ConnectionObserver {
 
     private var frameContext: FrameContext {
         FrameContext(
-            connection: id, time: time, packet: packet, deflate: deflate, deflateGuessed: deflateGuessed,
-            unknownExtensions: unknownExtensions, midStream: origin == .midStream,
+            connection: id,
+            time: time,
+            packet: packet,
+            deflate: deflate,
+            deflateGuessed: deflateGuessed,
+            unknownExtensions: unknownExtensions,
+            midStream: origin == .midStream,
             limit: configuration.maximumRetainedPayload,
             binaryLimit: configuration.maximumRetainedBinaryPayload ?? configuration.maximumRetainedPayload
         )

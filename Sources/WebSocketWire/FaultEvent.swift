@@ -18,8 +18,15 @@ public struct FaultEvent: Hashable, Sendable {
     public var detail: String
 
     public init(
-        connection: Int, time: Timestamp, rule: String, action: String, direction: Direction?,
-        opcode: WebSocketOpcode? = nil, length: Int? = nil, message: Int? = nil, detail: String
+        connection: Int,
+        time: Timestamp,
+        rule: String,
+        action: String,
+        direction: Direction?,
+        opcode: WebSocketOpcode? = nil,
+        length: Int? = nil,
+        message: Int? = nil,
+        detail: String
     ) {
         self.connection = connection
         self.time = time

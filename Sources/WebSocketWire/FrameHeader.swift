@@ -145,14 +145,29 @@ public struct FrameHeader: Hashable, Sendable {
         }
         if opcode.isControl {
             if payloadLength > 125 {
-                findings.append(Finding(.controlFrameTooLong, "\(opcode.name) frame carries \(payloadLength) bytes; control frames allow at most 125 (RFC 6455 §5.5)"))
+                findings.append(
+                    Finding(
+                        .controlFrameTooLong,
+                        "\(opcode.name) frame carries \(payloadLength) bytes; control frames allow at most 125 (RFC 6455 §5.5)"
+                    )
+                )
             }
             if !fin {
-                findings.append(Finding(.fragmentedControlFrame, "\(opcode.name) frame has FIN=0; control frames must not be fragmented (RFC 6455 §5.5)"))
+                findings.append(
+                    Finding(
+                        .fragmentedControlFrame,
+                        "\(opcode.name) frame has FIN=0; control frames must not be fragmented (RFC 6455 §5.5)"
+                    )
+                )
             }
         }
         if !usesMinimalLength {
-            findings.append(Finding(.nonMinimalLength, "length \(payloadLength) sent in the \(lengthEncoding.name) form; the minimal form is \(FrameHeader.minimalEncoding(for: payloadLength).name) (RFC 6455 §5.2)"))
+            findings.append(
+                Finding(
+                    .nonMinimalLength,
+                    "length \(payloadLength) sent in the \(lengthEncoding.name) form; the minimal form is \(FrameHeader.minimalEncoding(for: payloadLength).name) (RFC 6455 §5.2)"
+                )
+            )
         }
         if lengthEncoding == .extended64 && payloadLength >> 63 != 0 {
             findings.append(Finding(.lengthHighBitSet, "the most significant bit of the 64-bit length is set (RFC 6455 §5.2)"))

@@ -67,7 +67,9 @@ struct StreamState {
             case .skipped(let count):
                 let finding = Finding(.resynchronized, "skipped \(count) bytes to reach the next plausible frame header")
                 findingCount += 1
-                events.append(.finding(FindingEvent(connection: context.connection, time: context.time, direction: direction, finding: finding)))
+                events.append(
+                    .finding(FindingEvent(connection: context.connection, time: context.time, direction: direction, finding: finding))
+                )
             }
         }
     }
@@ -95,7 +97,12 @@ struct StreamState {
                 if let deflate {
                     let allowed = deflate.variant == .perFrame ? !header.opcode.isControl : header.opcode.startsMessage
                     if !allowed {
-                        findings.append(Finding(.unexpectedRSVBits, "RSV1 is set on a \(header.opcode.name) frame; permessage-deflate allows it only on a message's first frame (RFC 7692 §6.1)"))
+                        findings.append(
+                            Finding(
+                                .unexpectedRSVBits,
+                                "RSV1 is set on a \(header.opcode.name) frame; permessage-deflate allows it only on a message's first frame (RFC 7692 §6.1)"
+                            )
+                        )
                     }
                 } else if !context.deflateGuessed {
                     findings.append(Finding(.unexpectedRSVBits, "RSV1 is set but no extension was negotiated (RFC 6455 §5.2)"))
@@ -115,7 +122,12 @@ struct StreamState {
             message?.frameCount += 1
         } else if header.opcode.startsMessage {
             if let unfinished = message?.opcode {
-                findings.append(Finding(.dataFrameInsideMessage, "\(header.opcode.name) frame starts a new message while a fragmented \(unfinished.name) message is unfinished (RFC 6455 §5.4)"))
+                findings.append(
+                    Finding(
+                        .dataFrameInsideMessage,
+                        "\(header.opcode.name) frame starts a new message while a fragmented \(unfinished.name) message is unfinished (RFC 6455 §5.4)"
+                    )
+                )
                 message = nil
             }
             let perMessage = deflate?.variant == .perMessage || (deflate == nil && context.deflateGuessed)
@@ -128,9 +140,19 @@ struct StreamState {
                 inflaterGuessed = true
             }
             message = MessageEvent(
-                connection: context.connection, time: context.time, packet: context.packet, direction: direction,
-                opcode: header.opcode, frameCount: 1, compressed: compressed, wireLength: 0, length: 0, payload: empty,
-                payloadTruncated: false, inflateError: nil, findings: []
+                connection: context.connection,
+                time: context.time,
+                packet: context.packet,
+                direction: direction,
+                opcode: header.opcode,
+                frameCount: 1,
+                compressed: compressed,
+                wireLength: 0,
+                length: 0,
+                payload: empty,
+                payloadTruncated: false,
+                inflateError: nil,
+                findings: []
             )
             messageProgress = MessageProgress()
         }
@@ -140,8 +162,15 @@ struct StreamState {
         case .none: initial = empty
         }
         frame = FrameEvent(
-            connection: context.connection, time: context.time, packet: context.packet, direction: direction,
-            header: header, payload: initial, payloadTruncated: false, isCompressed: false, findings: findings
+            connection: context.connection,
+            time: context.time,
+            packet: context.packet,
+            direction: direction,
+            header: header,
+            payload: initial,
+            payloadTruncated: false,
+            isCompressed: false,
+            findings: findings
         )
         frameProgress.received = UInt64(frame!.payload.readableBytes)
         frameProgress.lost = false
@@ -162,7 +191,8 @@ struct StreamState {
         var close: CloseBody?
         var roundTrip: Int64?
         var endsMessage = false
-        let compressed = !header.opcode.isControl && (message?.compressed ?? false)
+        let compressed =
+            !header.opcode.isControl && (message?.compressed ?? false)
             && (deflate?.variant != .perFrame || header.rsv1)
 
         if header.opcode == .close {
@@ -217,7 +247,10 @@ struct StreamState {
         var inflated: InflatedMessage?
         if endsMessage && message!.compressed {
             inflated = InflatedMessage(
-                opcode: message!.opcode, payload: message!.payload, length: message!.length, error: message!.inflateError
+                opcode: message!.opcode,
+                payload: message!.payload,
+                length: message!.length,
+                error: message!.inflateError
             )
         }
         // Only what differs from how beginFrame left it is written: a field
@@ -251,12 +284,16 @@ struct StreamState {
         let count = payload.readableBytes
         if count == 0 { return CloseBody(code: nil, reason: nil) }
         if count == 1 {
-            findings.append(Finding(.closePayloadTooShort, "close payload is 1 byte; it must be empty or start with a 2-byte code (RFC 6455 §5.5.1)"))
+            findings.append(
+                Finding(.closePayloadTooShort, "close payload is 1 byte; it must be empty or start with a 2-byte code (RFC 6455 §5.5.1)")
+            )
             return CloseBody(code: nil, reason: nil)
         }
         let code = WebSocketCloseCode(code: payload.readInteger(as: UInt16.self)!)
         if !code.isAllowedOnWire {
-            findings.append(Finding(.invalidCloseCode, "close code \(code.code) (\(code.name)) must not be sent in a Close frame (RFC 6455 §7.4)"))
+            findings.append(
+                Finding(.invalidCloseCode, "close code \(code.code) (\(code.name)) must not be sent in a Close frame (RFC 6455 §7.4)")
+            )
         }
         let reasonBytes = payload.readableBytesView
         var validator = UTF8Validator()
@@ -356,7 +393,12 @@ struct StreamState {
             let description = (error as? Inflater.Error)?.description ?? "\(error)"
             message!.inflateError = description
             if inflaterGuessed {
-                messageProgress.newFindings.append(Finding(.cannotInflate, "message not inflated: the capture began after the handshake, so the compression parameters and the context of earlier messages are unknown (zlib: \(description))"))
+                messageProgress.newFindings.append(
+                    Finding(
+                        .cannotInflate,
+                        "message not inflated: the capture began after the handshake, so the compression parameters and the context of earlier messages are unknown (zlib: \(description))"
+                    )
+                )
             } else {
                 messageProgress.newFindings.append(Finding(.inflateError, "inflating the message failed: \(description) (RFC 7692 §7.2.2)"))
             }

@@ -33,12 +33,20 @@ public struct UTF8Validator: Hashable, Sendable {
                 switch byte {
                 case 0x00...0x7F: break
                 case 0xC2...0xDF: pending = 1
-                case 0xE0: pending = 2; lower = 0xA0
+                case 0xE0:
+                    pending = 2
+                    lower = 0xA0
                 case 0xE1...0xEC, 0xEE...0xEF: pending = 2
-                case 0xED: pending = 2; upper = 0x9F
-                case 0xF0: pending = 3; lower = 0x90
+                case 0xED:
+                    pending = 2
+                    upper = 0x9F
+                case 0xF0:
+                    pending = 3
+                    lower = 0x90
                 case 0xF1...0xF3: pending = 3
-                case 0xF4: pending = 3; upper = 0x8F
+                case 0xF4:
+                    pending = 3
+                    upper = 0x8F
                 default:
                     errorOffset = consumed + index
                     return

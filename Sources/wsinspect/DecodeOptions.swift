@@ -7,7 +7,10 @@ struct DecodeOptions: ParsableArguments {
     @Option(name: .long, help: "BPF filter applied by libpcap before decoding, e.g. 'tcp port 8080' (see pcap-filter(7)).")
     var filter: String?
 
-    @Option(name: .customLong("websocket-port"), help: "Decode connections to this server port as WebSocket even without a handshake (repeatable).")
+    @Option(
+        name: .customLong("websocket-port"),
+        help: "Decode connections to this server port as WebSocket even without a handshake (repeatable)."
+    )
     var webSocketPorts: [UInt16] = []
 
     @Option(name: .long, help: "Payload bytes kept per frame and per message for display (the rest is still decoded).")

@@ -41,8 +41,11 @@ struct PacketPipeline {
                 packets += 1
                 lastTime = packet.time
                 decoder.process(
-                    packet.bytes, originalLength: packet.originalLength, linkType: source.linkType,
-                    time: packet.time, number: packets
+                    packet.bytes,
+                    originalLength: packet.originalLength,
+                    linkType: source.linkType,
+                    time: packet.time,
+                    number: packets
                 )
                 // Gathered in the decoder and taken a batch at a time: taking
                 // into an empty array moves them without touching each.

@@ -31,7 +31,11 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Upstream WebSocket server, e.g. ws://127.0.0.1:8080, ws://host:8080/base or wss://host (reverse mode).")
     var upstream: String?
 
-    @Option(name: .long, help: "reverse (every connection goes to --upstream) or forward (clients use wsinspect as their HTTP proxy: absolute URIs and CONNECT).")
+    @Option(
+        name: .long,
+        help:
+            "reverse (every connection goes to --upstream) or forward (clients use wsinspect as their HTTP proxy: absolute URIs and CONNECT)."
+    )
     var mode: ProxyConfiguration.Mode = .reverse
 
     @Option(name: .long, help: "For a wss:// upstream: trust the CA certificates in this PEM file instead of the system's.")
@@ -67,22 +71,41 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Close connections idle for this many seconds (0 = never).")
     var idleTimeout: Int64 = 0
 
-    @Flag(name: .long, help: "Let Nagle's algorithm gather small writes on both sockets, as socat does by default: fewer segments for many small messages, but a message can wait ~40 ms for a delayed ACK (default: send each read at once, TCP_NODELAY).")
+    @Flag(
+        name: .long,
+        help:
+            "Let Nagle's algorithm gather small writes on both sockets, as socat does by default: fewer segments for many small messages, but a message can wait ~40 ms for a delayed ACK (default: send each read at once, TCP_NODELAY)."
+    )
     var nagle = false
 
-    @Option(name: .long, help: "Payload bytes the log keeps per frame and per message: a preview, so that logging keeps up with large messages (the relay always carries everything). Default: 16 KiB of text, 4 KiB of binary.")
+    @Option(
+        name: .long,
+        help:
+            "Payload bytes the log keeps per frame and per message: a preview, so that logging keeps up with large messages (the relay always carries everything). Default: 16 KiB of text, 4 KiB of binary."
+    )
     var maxPayload: Int?
 
     @Option(name: .long, help: "Fault rules (JSON, or YAML for .yaml/.yml): delay, drop, inject, rewrite, … frames (see samples/rules).")
     var rules: String?
 
-    @Option(name: .long, help: "Seed for every probability and jitter decision; the same seed replays the same faults (default: random, printed on the readiness line).")
+    @Option(
+        name: .long,
+        help:
+            "Seed for every probability and jitter decision; the same seed replays the same faults (default: random, printed on the readiness line)."
+    )
     var seed: UInt64?
 
-    @Option(name: .long, help: "Serve the control API (HTTP + JSON) on [HOST:]PORT (loopback unless a host is named), e.g. 9091; turns fault injection on.")
+    @Option(
+        name: .long,
+        help: "Serve the control API (HTTP + JSON) on [HOST:]PORT (loopback unless a host is named), e.g. 9091; turns fault injection on."
+    )
     var control: String?
 
-    @Option(name: .long, help: "Require 'Authorization: Bearer TOKEN' on control requests (needed when --control is not loopback; default: $WSINSPECT_CONTROL_TOKEN).")
+    @Option(
+        name: .long,
+        help:
+            "Require 'Authorization: Bearer TOKEN' on control requests (needed when --control is not loopback; default: $WSINSPECT_CONTROL_TOKEN)."
+    )
     var controlToken: String?
 
     @Option(name: .long, help: "Also write the control API's address to this file once ready.")
@@ -114,7 +137,9 @@ struct ProxyCommand: ParsableCommand {
         if control != nil {
             let (host, _) = try controlAddress()
             if effectiveControlToken == nil && !Self.isLoopback(host) {
-                throw ValidationError("--control on \(host) is reachable from other machines: give --control-token (or WSINSPECT_CONTROL_TOKEN), or listen on 127.0.0.1")
+                throw ValidationError(
+                    "--control on \(host) is reachable from other machines: give --control-token (or WSINSPECT_CONTROL_TOKEN), or listen on 127.0.0.1"
+                )
             }
         }
         if controlReadyFile != nil && control == nil { throw ValidationError("--control-ready-file needs --control") }
@@ -252,7 +277,10 @@ struct ProxyCommand: ParsableCommand {
             let (controlHost, controlPort) = try controlAddress()
             do {
                 controlServer = try ControlServer(
-                    controller: faults, host: controlHost, port: controlPort, token: effectiveControlToken,
+                    controller: faults,
+                    host: controlHost,
+                    port: controlPort,
+                    token: effectiveControlToken,
                     eventLoopGroup: server.eventLoopGroup
                 )
             } catch {
@@ -275,7 +303,8 @@ struct ProxyCommand: ParsableCommand {
             extraJSON += ",\"seed\":\(faults.seed),\"rules\":\(faults.rules.snapshot.rules.count)"
             extraText += "; \(faults.rules.snapshot.rules.count) fault rule(s), seed \(faults.seed)"
         }
-        let ready = view.format == .jsonl
+        let ready =
+            view.format == .jsonl
             ? "{\"type\":\"listening\",\"address\":\"\(address)\",\"mode\":\"\(mode.rawValue)\",\"upstream\":\(upstreamJSON)\(extraJSON)}\n"
             : "wsinspect proxy listening on \(address) → \(configuration.upstream.map(\.description) ?? "any target (forward proxy)")\(extraText)\n"
         if descriptor == STDOUT_FILENO {

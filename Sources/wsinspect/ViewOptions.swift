@@ -37,7 +37,11 @@ struct ViewOptions: ParsableArguments {
     @Option(name: .long, help: "Show only one direction: client-to-server (c2s) or server-to-client (s2c).")
     var direction: String?
 
-    @Option(name: .long, parsing: .unconditional, help: "Show only these opcodes: names (text, binary, close, ping, pong, continuation) or numbers, comma-separated.")
+    @Option(
+        name: .long,
+        parsing: .unconditional,
+        help: "Show only these opcodes: names (text, binary, close, ping, pong, continuation) or numbers, comma-separated."
+    )
     var opcode: String?
 
     @Option(name: .long, help: "Show only text frames and messages whose payload matches this regular expression.")

@@ -28,7 +28,8 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
         let key = MaskingKey(0x01, 0x02, 0x03, 0x04)
         // A fragmented text message with a ping between its fragments, then a
         // binary frame with a 16-bit length (RFC 6455 §5.4, §5.2).
-        let stream = Wire.text("Hel", fin: false, mask: key) + Wire.frame(0x9, [], mask: key)
+        let stream =
+            Wire.text("Hel", fin: false, mask: key) + Wire.frame(0x9, [], mask: key)
             + Wire.frame(0x0, Array("lo".utf8), mask: key) + Wire.frame(0x2, [UInt8](repeating: 7, count: 300), mask: key)
         harness.feed(stream, from: .clientToServer, inPiecesOf: pieceSize)
         #expect(harness.take(.clientToServer) == stream)
@@ -48,7 +49,9 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
     }
 
     @Test func dropRemovesOnlyMatchingMessagesAndSaysSo() throws {
-        var harness = try SessionHarness(rules: rules(#"[{"id": "no-b", "action": "drop", "direction": "to-client", "match": {"text": "^b"}}]"#))
+        var harness = try SessionHarness(
+            rules: rules(#"[{"id": "no-b", "action": "drop", "direction": "to-client", "match": {"text": "^b"}}]"#)
+        )
         harness.feed(Wire.text("a1") + Wire.text("b2") + Wire.text("a3"), from: .serverToClient)
         #expect(harness.take(.serverToClient) == Wire.text("a1") + Wire.text("a3"))
         #expect(harness.events.map(\.rule) == ["no-b"])
@@ -93,7 +96,9 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
     }
 
     @Test func closeRuleSendsCodeAndStopsThatSide() throws {
-        var harness = try SessionHarness(rules: rules(#"[{"action": "close", "code": 4000, "reason": "bye", "direction": "to-client", "match": {"text": "x"}}]"#))
+        var harness = try SessionHarness(
+            rules: rules(#"[{"action": "close", "code": 4000, "reason": "bye", "direction": "to-client", "match": {"text": "x"}}]"#)
+        )
         harness.feed(Wire.text("x") + Wire.text("after"), from: .serverToClient)
         #expect(harness.take(.serverToClient) == Wire.text("x") + Wire.frame(0x8, [0x0F, 0xA0] + Array("bye".utf8)))
     }
@@ -129,12 +134,16 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
     }
 
     @Test func corruptionsBreakFramesAsAsked() throws {
-        var harness = try SessionHarness(rules: rules(#"""
-            [{"action": "corrupt", "kind": "invalid-utf8", "match": {"nth": 1}},
-             {"action": "corrupt", "kind": "rsv2", "match": {"nth": 2}},
-             {"action": "corrupt", "kind": "reserved-opcode", "match": {"nth": 3}},
-             {"action": "corrupt", "kind": "masked", "match": {"nth": 4}}]
-            """#))
+        var harness = try SessionHarness(
+            rules: rules(
+                #"""
+                [{"action": "corrupt", "kind": "invalid-utf8", "match": {"nth": 1}},
+                 {"action": "corrupt", "kind": "rsv2", "match": {"nth": 2}},
+                 {"action": "corrupt", "kind": "reserved-opcode", "match": {"nth": 3}},
+                 {"action": "corrupt", "kind": "masked", "match": {"nth": 4}}]
+                """#
+            )
+        )
         harness.feed(Wire.text("ab") + Wire.text("cd") + Wire.text("ef") + Wire.text("gh"), from: .serverToClient)
         let frames = Wire.frames(harness.take(.serverToClient))
         #expect(frames.map(\.byte0) == [0x81, 0xA1, 0x83, 0x81])
@@ -158,7 +167,8 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
     /// that what the receiver gets still inflates.
     @Test func dropUnderContextTakeoverKeepsTheReceiverInflating() throws {
         var harness = try SessionHarness(
-            rules: rules(#"[{"action": "drop", "match": {"nth": 1}, "direction": "to-client"}]"#), deflate: "permessage-deflate"
+            rules: rules(#"[{"action": "drop", "match": {"nth": 1}, "direction": "to-client"}]"#),
+            deflate: "permessage-deflate"
         )
         harness.feed(Wire.frame(0x1, Self.hello, rsv1: true) + Wire.frame(0x1, Self.helloAgain, rsv1: true), from: .serverToClient)
         let frames = Wire.frames(harness.take(.serverToClient))
@@ -172,7 +182,8 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
     /// compressed by the proxy.
     @Test func rewriteUnderContextTakeover() throws {
         var harness = try SessionHarness(
-            rules: rules(#"[{"action": "rewrite", "set": "Howdy", "match": {"nth": 2}}]"#), deflate: "permessage-deflate"
+            rules: rules(#"[{"action": "rewrite", "set": "Howdy", "match": {"nth": 2}}]"#),
+            deflate: "permessage-deflate"
         )
         harness.feed(Wire.frame(0x1, Self.hello, rsv1: true) + Wire.frame(0x1, Self.helloAgain, rsv1: true), from: .serverToClient)
         harness.feed(Wire.frame(0x1, Self.helloAgain, rsv1: true), from: .serverToClient)
@@ -186,7 +197,9 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
     }
 
     @Test func timedInjectionsRepeat() throws {
-        var harness = try SessionHarness(rules: rules(#"[{"action": "inject", "opcode": "ping", "text": "hb", "every_ms": 100, "direction": "to-client"}]"#))
+        var harness = try SessionHarness(
+            rules: rules(#"[{"action": "inject", "opcode": "ping", "text": "hb", "every_ms": 100, "direction": "to-client"}]"#)
+        )
         harness.advance(milliseconds: 350)
         #expect(harness.take(.serverToClient) == Array(repeating: Wire.frame(0x9, Array("hb".utf8)), count: 3).flatMap { $0 })
     }
@@ -248,7 +261,11 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
         let book = try RuleBook()
         var session = FaultSession(connection: 1, target: "/", isUpgradeRequest: true, seed: 1) { SessionHarness.key }
         var now = Timestamp(nanoseconds: 1_000_000_000)
-        session.receive(ByteBuffer(bytes: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".utf8)), from: .serverToClient, at: now)
+        session.receive(
+            ByteBuffer(bytes: Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".utf8)),
+            from: .serverToClient,
+            at: now
+        )
         try book.add(rules(#"[{"id": "tick", "action": "inject", "text": "t", "every_ms": 100, "direction": "to-client"}]"#))
         session.update(rules: book.snapshot.rules, at: now)
         _ = book.remove(id: "tick")
@@ -263,7 +280,9 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
 
     /// A rewrite never makes a control frame longer than RFC 6455 §5.5 allows.
     @Test func rewrittenPingStaysWithin125Bytes() throws {
-        var harness = try SessionHarness(rules: rules(#"[{"action": "rewrite", "set": "\#(String(repeating: "x", count: 200))", "match": {"opcode": "ping"}}]"#))
+        var harness = try SessionHarness(
+            rules: rules(#"[{"action": "rewrite", "set": "\#(String(repeating: "x", count: 200))", "match": {"opcode": "ping"}}]"#)
+        )
         harness.feed(Wire.frame(0x9, Array("hi".utf8)), from: .serverToClient)
         let frames = Wire.frames(harness.take(.serverToClient))
         #expect(frames.map(\.payload.count) == [125])
@@ -275,7 +294,8 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
     /// (RFC 7692 §7.2.3.6), and the next message still inflates after it.
     @Test func emptyMessageAfterReencodingIsOneEmptyBlock() throws {
         var harness = try SessionHarness(
-            rules: rules(#"[{"action": "drop", "match": {"nth": 1}, "direction": "to-client"}]"#), deflate: "permessage-deflate"
+            rules: rules(#"[{"action": "drop", "match": {"nth": 1}, "direction": "to-client"}]"#),
+            deflate: "permessage-deflate"
         )
         let sender = Deflater()
         let messages = ["dropped", "", "after"].map { sender.compressMessage(Array($0.utf8)) }
@@ -305,7 +325,9 @@ private func inflate(_ payload: [UInt8], with inflater: Inflater) throws -> Stri
     @Test func headFedByteByByte() {
         var session = FaultSession(connection: 1, target: "/", isUpgradeRequest: true, seed: 0) { SessionHarness.key }
         let now = Timestamp(nanoseconds: 1)
-        let head = Array("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".utf8)
+        let head = Array(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".utf8
+        )
         for byte in head { session.receive(ByteBuffer(bytes: [byte]), from: .serverToClient, at: now) }
         #expect(session.isUpgraded)
         var out: [UInt8] = []

@@ -22,14 +22,18 @@ import WebSocketWire
         var writer = JSONWriter()
         JSONLinesFormatter().append(.frame(Self.close), to: &writer)
         let line = String(decoding: writer.bytes, as: UTF8.self)
-        let expected = #"{"type":"frame","time":1700000000.123456,"connection":3,"packet":12,"direction":"client-to-server","fin":true,"rsv1":false,"rsv2":false,"rsv3":false,"opcode":8,"opcodeName":"close","masked":true,"maskingKey":"01020304","payloadLength":5,"lengthEncoding":"7-bit","payloadBase64":"A+hieWU=","payloadTruncated":false,"compressed":false,"closeCode":1000,"closeCodeName":"Normal Closure","closeReason":"bye","findings":[{"kind":"frame-after-close","message":"quote \" and newline\n"}]}"#
+        let expected =
+            #"{"type":"frame","time":1700000000.123456,"connection":3,"packet":12,"direction":"client-to-server","fin":true,"rsv1":false,"rsv2":false,"rsv3":false,"opcode":8,"opcodeName":"close","masked":true,"maskingKey":"01020304","payloadLength":5,"lengthEncoding":"7-bit","payloadBase64":"A+hieWU=","payloadTruncated":false,"compressed":false,"closeCode":1000,"closeCodeName":"Normal Closure","closeReason":"bye","findings":[{"kind":"frame-after-close","message":"quote \" and newline\n"}]}"#
         #expect(line == expected + "\n")
     }
 
     /// Flag fields are written as one fragment for common headers and one
     /// by one otherwise: both read the same.
     @Test func flagFieldsReadTheSameEitherWay() {
-        for (fin, rsv1, rsv2, rsv3, truncated) in [(true, false, false, false, false), (false, true, false, false, true), (true, false, true, true, false), (false, false, false, true, true)] {
+        for (fin, rsv1, rsv2, rsv3, truncated) in [
+            (true, false, false, false, false), (false, true, false, false, true), (true, false, true, true, false),
+            (false, false, false, true, true),
+        ] {
             var frame = Self.close
             frame.header = FrameHeader(fin: fin, rsv1: rsv1, rsv2: rsv2, rsv3: rsv3, opcode: .binary, maskingKey: nil, payloadLength: 5)
             frame.payloadTruncated = truncated
@@ -130,7 +134,9 @@ import WebSocketWire
             writer.endObject()
             let decoded = try JSONSerialization.jsonObject(with: Data(writer.bytes)) as? [String: String]
             let clean = prefix.allSatisfy { $0 < 0x80 } || length == bytes.count
-            if clean { #expect(decoded?["t"] == (length == bytes.count ? expected : String(decoding: prefix, as: UTF8.self)), "length \(length)") }
+            if clean {
+                #expect(decoded?["t"] == (length == bytes.count ? expected : String(decoding: prefix, as: UTF8.self)), "length \(length)")
+            }
             #expect(decoded != nil, "length \(length)")
         }
     }

@@ -16,13 +16,24 @@ struct InProcessProxyTests {
         let upstreamPort = try #require(Int(server.readLine() ?? ""))
 
         let faults = FaultController(rules: try RuleBook(), seed: 7)
-        try faults.rules.add(RuleFile.parse(Data(#"[{"id": "hush", "action": "drop", "direction": "to-server", "match": {"text": "secret"}}]"#.utf8), yaml: false).rules)
+        try faults.rules.add(
+            RuleFile.parse(
+                Data(#"[{"id": "hush", "action": "drop", "direction": "to-server", "match": {"text": "secret"}}]"#.utf8),
+                yaml: false
+            ).rules
+        )
         var configuration = ProxyConfiguration(upstream: try UpstreamURL(parsing: "ws://127.0.0.1:\(upstreamPort)"))
         configuration.listenPort = 0
         let events = Mutex<[InspectorEvent]>([])
-        let proxy = try ProxyServer(configuration: configuration, threads: 1, faults: faults, sink: { event in
-            events.withLock { $0.append(event) }
-        }, diagnostics: { _ in })
+        let proxy = try ProxyServer(
+            configuration: configuration,
+            threads: 1,
+            faults: faults,
+            sink: { event in
+                events.withLock { $0.append(event) }
+            },
+            diagnostics: { _ in }
+        )
         defer { proxy.shutdown() }
 
         let client = try PythonPeer(PythonPeer.client, arguments: ["ws://\(proxy.localAddress)/room"])
@@ -35,7 +46,11 @@ struct InProcessProxyTests {
         let connections = await faults.connections()
         let connection = try #require(connections.first)
         #expect(connection.path == "/room")
-        try await faults.send(InjectedMessage(opcode: .text, payload: Array("from the test".utf8)), connection: connection.id, to: .serverToClient)
+        try await faults.send(
+            InjectedMessage(opcode: .text, payload: Array("from the test".utf8)),
+            connection: connection.id,
+            to: .serverToClient
+        )
         #expect(client.readLine() == "got: from the test")
         try await faults.close(connection: connection.id, code: 4000, reason: "done", directions: [.serverToClient])
         #expect(client.readLine() == "closed: 4000 done")

@@ -32,7 +32,10 @@ import Testing
         let (_, linkType, bytes) = Self.framings[index]
         let result = bytes.withUnsafeBytes { raw in
             PacketDecoder.decode(raw, linkType: linkType, originalLength: bytes.count).map { segment in
-                (segment.source.description, segment.destination.description, segment.sequenceNumber, Array(segment.payload), segment.missingPayload)
+                (
+                    segment.source.description, segment.destination.description, segment.sequenceNumber, Array(segment.payload),
+                    segment.missingPayload
+                )
             }
         }
         let (source, destination, sequence, payload, missing) = try result.get()
@@ -82,9 +85,18 @@ import Testing
         let arp = Self.ethernetHeader + [0x08, 0x06] + Array(repeating: 0, count: 28)
         var udp = Self.ipv4
         udp[9] = 17
-        #expect(arp.withUnsafeBytes { PacketDecoder.decode($0, linkType: .ethernet, originalLength: arp.count) } == .failure(.notIP(etherType: 0x0806)))
-        #expect(udp.withUnsafeBytes { PacketDecoder.decode($0, linkType: .raw, originalLength: udp.count) } == .failure(.notTCP(protocolNumber: 17)))
-        #expect(udp.withUnsafeBytes { PacketDecoder.decode($0, linkType: LinkType(rawValue: 147), originalLength: udp.count) } == .failure(.unsupportedLinkType(LinkType(rawValue: 147))))
+        #expect(
+            arp.withUnsafeBytes { PacketDecoder.decode($0, linkType: .ethernet, originalLength: arp.count) }
+                == .failure(.notIP(etherType: 0x0806))
+        )
+        #expect(
+            udp.withUnsafeBytes { PacketDecoder.decode($0, linkType: .raw, originalLength: udp.count) }
+                == .failure(.notTCP(protocolNumber: 17))
+        )
+        #expect(
+            udp.withUnsafeBytes { PacketDecoder.decode($0, linkType: LinkType(rawValue: 147), originalLength: udp.count) }
+                == .failure(.unsupportedLinkType(LinkType(rawValue: 147)))
+        )
     }
 }
 

@@ -34,8 +34,14 @@ import WebSocketWire
     }
 
     static func session() -> [[UInt8]] {
-        let request = Array("GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".utf8)
-        let response = Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".utf8)
+        let request = Array(
+            "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                .utf8
+        )
+        let response = Array(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                .utf8
+        )
         let hello: [UInt8] = [0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58]
         return [
             packet(fromClient: true, sequence: 0, flags: 0x02, payload: []),
@@ -58,7 +64,13 @@ import WebSocketWire
         while case .packet(let packet) = try source.next() {
             number += 1
             last = packet.time
-            decoder.process(packet.bytes, originalLength: packet.originalLength, linkType: source.linkType, time: packet.time, number: number)
+            decoder.process(
+                packet.bytes,
+                originalLength: packet.originalLength,
+                linkType: source.linkType,
+                time: packet.time,
+                number: number
+            )
             while let event = decoder.nextEvent() { events.append(event) }
         }
         decoder.finish(at: last)

@@ -34,16 +34,22 @@ import Testing
         for segment in segments {
             if direct,
                 reassembler.takeIfNext(
-                    sequence: segment.sequence, syn: segment.syn, fin: segment.fin,
-                    byteCount: segment.bytes.utf8.count, missingTail: segment.missingTail
+                    sequence: segment.sequence,
+                    syn: segment.syn,
+                    fin: segment.fin,
+                    byteCount: segment.bytes.utf8.count,
+                    missingTail: segment.missingTail
                 )
             {
                 out += segment.bytes
                 continue
             }
             reassembler.add(
-                sequence: segment.sequence, syn: segment.syn, fin: segment.fin,
-                payload: ByteBuffer(string: segment.bytes), missingTail: segment.missingTail
+                sequence: segment.sequence,
+                syn: segment.syn,
+                fin: segment.fin,
+                payload: ByteBuffer(string: segment.bytes),
+                missingTail: segment.missingTail
             )
             drain()
         }
@@ -55,7 +61,10 @@ import Testing
     }
 
     @Test func deliversInOrderAfterSYN() {
-        #expect(run([Segment(sequence: 99, bytes: "", syn: true), Segment(sequence: 100, bytes: "abc"), Segment(sequence: 103, bytes: "def")]) == "abcdef")
+        #expect(
+            run([Segment(sequence: 99, bytes: "", syn: true), Segment(sequence: 100, bytes: "abc"), Segment(sequence: 103, bytes: "def")])
+                == "abcdef"
+        )
     }
 
     @Test func dropsRetransmissionsAndTrimsOverlaps() {
@@ -80,7 +89,9 @@ import Testing
     }
 
     @Test func givesUpOnHoleWhenBufferLimitIsReached() {
-        let segments = [Segment(sequence: 1, bytes: "ab"), Segment(sequence: 10, bytes: "0123456789"), Segment(sequence: 20, bytes: "more")]
+        let segments = [
+            Segment(sequence: 1, bytes: "ab"), Segment(sequence: 10, bytes: "0123456789"), Segment(sequence: 20, bytes: "more"),
+        ]
         #expect(run(segments, flush: false, limit: 8) == "ab<gap 7>0123456789more")
     }
 
@@ -116,7 +127,8 @@ import Testing
         #expect(reassembler.finished)
     }
 
-    private func take(_ reassembler: inout TCPReassembler, sequence: UInt32, syn: Bool, fin: Bool, byteCount: Int, missingTail: Int) -> Bool {
+    private func take(_ reassembler: inout TCPReassembler, sequence: UInt32, syn: Bool, fin: Bool, byteCount: Int, missingTail: Int) -> Bool
+    {
         reassembler.takeIfNext(sequence: sequence, syn: syn, fin: fin, byteCount: byteCount, missingTail: missingTail)
     }
 

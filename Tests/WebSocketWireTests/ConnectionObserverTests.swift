@@ -17,19 +17,29 @@ import WebSocketWire
 
     @Test func flagsWrongAccept() {
         var harness = ObserverHarness()
-        harness.send("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", .clientToServer)
-        harness.send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: wrong=\r\n\r\n", .serverToClient)
+        harness.send(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            .clientToServer
+        )
+        harness.send(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: wrong=\r\n\r\n",
+            .serverToClient
+        )
         #expect(harness.opened?.acceptIsValid == false)
         #expect(harness.allFindingKinds == [.acceptMismatch])
     }
 
     @Test func showsRejectedUpgradeAndKeepsReadingHTTP() {
         var harness = ObserverHarness()
-        let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        let request =
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         harness.send(request, .clientToServer)
         harness.send("HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!", .serverToClient)
         harness.send(request, .clientToServer)
-        harness.send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", .serverToClient)
+        harness.send(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            .serverToClient
+        )
         let rejected = harness.events.compactMap { event -> HandshakeRejected? in
             if case .handshakeRejected(let rejected) = event { return rejected }
             return nil
@@ -40,8 +50,14 @@ import WebSocketWire
 
     @Test func frameInSameSegmentAsResponseIsDecoded() {
         var harness = ObserverHarness()
-        harness.send("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", .clientToServer)
-        let response = Array("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".utf8)
+        harness.send(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            .clientToServer
+        )
+        let response = Array(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                .utf8
+        )
         harness.send(response + frameBytes(opcode: .ping, payload: [1, 2]), .serverToClient)
         #expect(harness.frames.map(\.header.opcode) == [.ping])
     }
@@ -100,12 +116,14 @@ import WebSocketWire
         #expect(harness.allFindingKinds == [.invalidUTF8, .invalidUTF8])
     }
 
-    @Test(arguments: [
-        ([0x03], Finding.Kind.closePayloadTooShort, nil as UInt16?),
-        ([0x03, 0xED], .invalidCloseCode, 1005),
-        ([0x03, 0xE8, 0xFF], .invalidCloseReason, 1000),
-        ([0x0B, 0xB8], .invalidCloseCode, 3000 - 0),
-    ] as [([UInt8], Finding.Kind, UInt16?)])
+    @Test(
+        arguments: [
+            ([0x03], Finding.Kind.closePayloadTooShort, nil as UInt16?),
+            ([0x03, 0xED], .invalidCloseCode, 1005),
+            ([0x03, 0xE8, 0xFF], .invalidCloseReason, 1000),
+            ([0x0B, 0xB8], .invalidCloseCode, 3000 - 0),
+        ] as [([UInt8], Finding.Kind, UInt16?)]
+    )
     func checksClosePayloads(payload: [UInt8], kind: Finding.Kind, code: UInt16?) {
         var harness = ObserverHarness()
         harness.handshake()
@@ -266,7 +284,8 @@ import WebSocketWire
     @Test(arguments: [1, 7, 64, 10_000])
     func keepsAnUnmaskedPrefixOfALongMaskedFrame(pieceSize: Int) {
         let payload = (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
-        let bytes = frameBytes(opcode: .binary, key: key, payload: payload) + frameBytes(opcode: .text, key: key, payload: Array("after".utf8))
+        let bytes =
+            frameBytes(opcode: .binary, key: key, payload: payload) + frameBytes(opcode: .text, key: key, payload: Array("after".utf8))
         var configuration = ObserverConfiguration()
         configuration.maximumRetainedPayload = 100
         var harness = ObserverHarness(configuration: configuration)
@@ -289,7 +308,8 @@ import WebSocketWire
     func binaryMessagesKeepTheirOwnLimit(pieceSize: Int) {
         let text = Array(repeating: UInt8(ascii: "t"), count: 300)
         let binary = (0..<300).map { UInt8(truncatingIfNeeded: $0) }
-        let bytes = frameBytes(opcode: .text, key: key, payload: text)
+        let bytes =
+            frameBytes(opcode: .text, key: key, payload: text)
             + frameBytes(fin: false, opcode: .binary, key: key, payload: Array(binary[..<20]))
             + frameBytes(opcode: .continuation, key: key, payload: Array(binary[20...]))
         var configuration = ObserverConfiguration()

@@ -80,7 +80,7 @@ import WebSocketWire
 
     @Test func masksAcrossChunkBoundariesAtEveryOffset() {
         let payload = (0..<37).map { UInt8($0 * 7 % 256) }
-        let bytes = frameBytes(opcode: .binary, key: MaskingKey(rawValue: 0xDEADBEEF), payload: payload)
+        let bytes = frameBytes(opcode: .binary, key: MaskingKey(rawValue: 0xDEAD_BEEF), payload: payload)
         for chunks in Feeding.chunkings(bytes) {
             #expect(decodeFrames(chunks).first?.payload == payload)
         }
@@ -110,7 +110,9 @@ import WebSocketWire
             (.text, MaskingKey(rawValue: 0xFFFF_0000), Array("last, split across chunks".utf8)),
         ]
         let bytes = frames.flatMap { frameBytes(opcode: $0.0, key: $0.1, payload: $0.2) }
-        for chunks in [[bytes], [Array(bytes[..<150]), Array(bytes[150...])], [Array(bytes[..<(bytes.count - 9)]), Array(bytes.suffix(9))]] {
+        for chunks in [
+            [bytes], [Array(bytes[..<150]), Array(bytes[150...])], [Array(bytes[..<(bytes.count - 9)]), Array(bytes.suffix(9))],
+        ] {
             let buffers = chunks.map { ByteBuffer(bytes: $0) }
             var decoder = FrameDecoder(senderMasks: true)
             var payloads: [[UInt8]] = []

@@ -9,8 +9,11 @@ import WebSocketWire
 
     @Test func parsesHeadsWithCRLFAndBareLF() {
         for separator in ["\r\n", "\n"] {
-            let text = ["GET /chat?x=1 HTTP/1.1", "Host: a", "upgrade: WebSocket", "Sec-WebSocket-Protocol: a, b", "Sec-WebSocket-Protocol: c", "", "rest"]
-                .joined(separator: separator)
+            let text = [
+                "GET /chat?x=1 HTTP/1.1", "Host: a", "upgrade: WebSocket", "Sec-WebSocket-Protocol: a, b", "Sec-WebSocket-Protocol: c", "",
+                "rest",
+            ]
+            .joined(separator: separator)
             let bytes = Array(text.utf8)
             guard case .complete(let head, let length) = bytes.withUnsafeBytes(HTTPHead.parse) else {
                 Issue.record("not parsed")

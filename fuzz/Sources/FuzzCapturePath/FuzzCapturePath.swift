@@ -93,7 +93,9 @@ struct CaptureRun {
             guard case .packet(let packet) = result else { break }
             check(packet.originalLength >= 0, "negative original length")
             process(
-                Array(packet.bytes), originalLength: packet.originalLength, linkType: source.linkType,
+                Array(packet.bytes),
+                originalLength: packet.originalLength,
+                linkType: source.linkType,
                 time: packet.time
             )
         }

@@ -43,7 +43,10 @@ struct PacketBuilder {
         let flow = Int(control & 3)
         let fromServer = control & 4 != 0
         let side = fromServer ? 1 : 0
-        let syn = control & 0x08 != 0, fin = control & 0x10 != 0, rst = control & 0x20 != 0, ack = control & 0x40 != 0
+        let syn = control & 0x08 != 0
+        let fin = control & 0x10 != 0
+        let rst = control & 0x20 != 0
+        let ack = control & 0x40 != 0
         let option = control & 0x80 != 0 ? reader.byte() ?? 0 : 0
         let length = Int(reader.byte() ?? 0)
         let payload = reader.take(length)
@@ -101,7 +104,8 @@ struct PacketBuilder {
 
         var ip: [UInt8]
         let segmentLength = tcp.count + payload.count
-        let clientAddress: [UInt8], serverAddress: [UInt8]
+        let clientAddress: [UInt8]
+        let serverAddress: [UInt8]
         if ipv6 {
             clientAddress = [0xFD, 0] + Array(repeating: 0, count: 13) + [1]
             serverAddress = [0xFD, 0] + Array(repeating: 0, count: 13) + [2]

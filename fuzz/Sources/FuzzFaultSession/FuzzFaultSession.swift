@@ -13,8 +13,12 @@ import Glibc
 public func fuzzFaultSession(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let script = Script(fuzzBytes(start, count))
     if fuzzVerbose {
-        say("start \(script.start), extensions \(Script.extensions[script.extensionIndex].header ?? "none"), seed \(script.seed), pieces of \(script.pieceSize)")
-        say("rules \(script.initialRules.map { "\($0.rule.id) \($0.rule.action.name) p=\($0.rule.probability)" }), \(script.steps.count) steps, clean \(script.clean)")
+        say(
+            "start \(script.start), extensions \(Script.extensions[script.extensionIndex].header ?? "none"), seed \(script.seed), pieces of \(script.pieceSize)"
+        )
+        say(
+            "rules \(script.initialRules.map { "\($0.rule.id) \($0.rule.action.name) p=\($0.rule.probability)" }), \(script.steps.count) steps, clean \(script.clean)"
+        )
     }
     var whole = SessionRun(script, pieceSize: nil)
     whole.play()
@@ -22,7 +26,9 @@ public func fuzzFaultSession(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CI
     if fuzzVerbose {
         for direction in Direction.allCases {
             let lane = SessionRun.lane(direction)
-            say("\(direction.name): fed \(whole.fed[lane].count), delivered \(whole.delivered[lane].count), ends \(whole.ends[lane]), statistics \(whole.session.statistics(direction))")
+            say(
+                "\(direction.name): fed \(whole.fed[lane].count), delivered \(whole.delivered[lane].count), ends \(whole.ends[lane]), statistics \(whole.session.statistics(direction))"
+            )
         }
         say("terminated \(whole.terminated ?? "no"), finished \(whole.finished), events \(whole.events)")
     }
@@ -45,7 +51,8 @@ public func fuzzFaultSession(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CI
     split.play()
     split.checkOutcome()
     let traits = script.traits
-    let comparable = whole.terminated == nil && split.terminated == nil && !traits.holds
+    let comparable =
+        whole.terminated == nil && split.terminated == nil && !traits.holds
         && !(traits.throttles && (script.fullClose || script.usesWakeUps))
         && !(script.hugeFrames && (script.controlInjections > 0 || traits.injectsAnything))
     if comparable {
@@ -55,9 +62,13 @@ public func fuzzFaultSession(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CI
                 whole.delivered[lane] == split.delivered[lane],
                 "\(direction.name): fed whole, \(whole.delivered[lane].count) bytes delivered; in pieces of \(pieceSize), \(split.delivered[lane].count)"
                     + (whole.delivered[lane].count == split.delivered[lane].count
-                        ? ", first difference at \(zip(whole.delivered[lane], split.delivered[lane]).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1)" : "")
+                        ? ", first difference at \(zip(whole.delivered[lane], split.delivered[lane]).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1)"
+                        : "")
             )
-            check(whole.ends[lane] == split.ends[lane], "\(direction.name): ends \(whole.ends[lane]) fed whole, \(split.ends[lane]) in pieces")
+            check(
+                whole.ends[lane] == split.ends[lane],
+                "\(direction.name): ends \(whole.ends[lane]) fed whole, \(split.ends[lane]) in pieces"
+            )
         }
     }
     return 0

@@ -99,10 +99,11 @@ struct Script {
 
     static let pieceSizes = [1, 2, 3, 5, 7, 16, 64, 1000]
 
-    static let words: [[UInt8]] = [
-        "a", "b", "x", "hello", "boom", "secret-", "ab", "Hello", #"{"type":"tick","n":1}"#, "é中😀", "", "bab",
-        "ping", "aaaa", "The quick brown fox jumps over a lazy dog",
-    ].map { Array($0.utf8) } + [[0xFF, 0xFE, 0xC0]]
+    static let words: [[UInt8]] =
+        [
+            "a", "b", "x", "hello", "boom", "secret-", "ab", "Hello", #"{"type":"tick","n":1}"#, "é中😀", "", "bab",
+            "ping", "aaaa", "The quick brown fox jumps over a lazy dog",
+        ].map { Array($0.utf8) } + [[0xFF, 0xFE, 0xC0]]
 
     static let injectOpcodes: [WebSocketOpcode] = [
         .text, .binary, .ping, .pong, .close, WebSocketOpcode(rawValue: 3), WebSocketOpcode(rawValue: 0xB), .text,
@@ -220,11 +221,17 @@ struct Script {
                 var masked = direction.senderMasks
                 if c & 0x20 != 0 { masked.toggle() }
                 let bytes = Script.frame(
-                    opcode, payload, fin: fin, rsv1: h & 0x20 != 0, rsv2: h & 0x40 != 0, long: h & 0x80 != 0,
+                    opcode,
+                    payload,
+                    fin: fin,
+                    rsv1: h & 0x20 != 0,
+                    rsv2: h & 0x40 != 0,
+                    long: h & 0x80 != 0,
                     key: masked ? MaskingKey(0x37, 0xFA, 0x21, h) : nil
                 )
                 let known: Set<UInt8> = [1, 2, 8, 9, 10]
-                let isClean = known.contains(opcode.rawValue) && fin && h & 0x60 == 0 && c & 0x20 == 0
+                let isClean =
+                    known.contains(opcode.rawValue) && fin && h & 0x60 == 0 && c & 0x20 == 0
                     && (!opcode.isControl || payload.count <= 125)
                 receive(bytes, clean: isClean, message: opcode.isControl ? nil : payload)
             case 2:
@@ -257,8 +264,11 @@ struct Script {
                         out += Script.frame(.pong, Array("pong".utf8), key: key)
                     }
                     out += Script.frame(
-                        index == 0 ? (binary ? .binary : .text) : .continuation, Array(wire[from..<to]),
-                        fin: index == fragments - 1, rsv1: index == 0 && compressed, key: key
+                        index == 0 ? (binary ? .binary : .text) : .continuation,
+                        Array(wire[from..<to]),
+                        fin: index == fragments - 1,
+                        rsv1: index == 0 && compressed,
+                        key: key
                     )
                     if index == 0 && fragments > 1 && f & 4 != 0 {
                         out += Script.frame(.ping, Array("mid".utf8), key: key)
@@ -268,8 +278,12 @@ struct Script {
             case 3:
                 switch c >> 5 & 3 {
                 case 0: steps.append(.advance(Script.milliseconds(reader.byte() ?? 0) * 1_000_000))
-                case 1: steps.append(.advanceToWakeUp(0)); usesWakeUps = true
-                case 2: steps.append(.advanceToWakeUp(-1)); usesWakeUps = true
+                case 1:
+                    steps.append(.advanceToWakeUp(0))
+                    usesWakeUps = true
+                case 2:
+                    steps.append(.advanceToWakeUp(-1))
+                    usesWakeUps = true
                 default: steps.append(.advance(1))
                 }
             case 4:
@@ -293,10 +307,18 @@ struct Script {
             case 8:
                 let v = reader.byte() ?? 0
                 let length = Script.hugeLengths[Int(v & 3)]
-                let (opcode, fin): (WebSocketOpcode, Bool) = [(.binary, true), (.text, false), (.continuation, true), (.ping, true)][Int(v >> 2 & 3)]
+                let (opcode, fin): (WebSocketOpcode, Bool) = [(.binary, true), (.text, false), (.continuation, true), (.ping, true)][
+                    Int(v >> 2 & 3)
+                ]
                 var header = FrameHeader(
-                    fin: fin, rsv1: false, rsv2: false, rsv3: false, opcode: opcode,
-                    maskingKey: direction.senderMasks ? MaskingKey(1, 2, 3, 4) : nil, payloadLength: length, lengthEncoding: .extended64
+                    fin: fin,
+                    rsv1: false,
+                    rsv2: false,
+                    rsv3: false,
+                    opcode: opcode,
+                    maskingKey: direction.senderMasks ? MaskingKey(1, 2, 3, 4) : nil,
+                    payloadLength: length,
+                    lengthEncoding: .extended64
                 )
                 header.lengthEncoding = .extended64
                 receive(header.bytes + Script.payload(&reader), clean: false)
@@ -348,11 +370,21 @@ struct Script {
 
     /// RFC 6455 §5.2 frame bytes.
     static func frame(
-        _ opcode: WebSocketOpcode, _ payload: [UInt8], fin: Bool = true, rsv1: Bool = false, rsv2: Bool = false,
-        long: Bool = false, key: MaskingKey? = nil
+        _ opcode: WebSocketOpcode,
+        _ payload: [UInt8],
+        fin: Bool = true,
+        rsv1: Bool = false,
+        rsv2: Bool = false,
+        long: Bool = false,
+        key: MaskingKey? = nil
     ) -> [UInt8] {
         let header = FrameHeader(
-            fin: fin, rsv1: rsv1, rsv2: rsv2, rsv3: false, opcode: opcode, maskingKey: key,
+            fin: fin,
+            rsv1: rsv1,
+            rsv2: rsv2,
+            rsv3: false,
+            opcode: opcode,
+            maskingKey: key,
             payloadLength: UInt64(payload.count),
             lengthEncoding: long ? .extended64 : FrameHeader.minimalEncoding(for: UInt64(payload.count))
         )

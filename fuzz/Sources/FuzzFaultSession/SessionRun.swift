@@ -53,7 +53,10 @@ struct SessionRun {
         self.pieceSize = pieceSize
         let keys = KeySource()
         session = FaultSession(
-            connection: 1, target: "/chat?room=1", isUpgradeRequest: script.start != .notUpgrade, seed: script.seed,
+            connection: 1,
+            target: "/chat?room=1",
+            isUpgradeRequest: script.start != .notUpgrade,
+            seed: script.seed,
             maskingKey: { keys.key() }
         )
         do {
@@ -282,7 +285,9 @@ struct SessionRun {
         }
         if fuzzVerbose {
             let due = session.nextWakeUp.map { "+\(Double($0.nanoseconds - Script.clockStart.nanoseconds) / 1e6) ms" } ?? "none"
-            say("  pumped at +\(Double(now.nanoseconds - Script.clockStart.nanoseconds) / 1e6) ms; queued \(Direction.allCases.map { session.queuedBytes($0) }); next wake-up \(due)")
+            say(
+                "  pumped at +\(Double(now.nanoseconds - Script.clockStart.nanoseconds) / 1e6) ms; queued \(Direction.allCases.map { session.queuedBytes($0) }); next wake-up \(due)"
+            )
         }
         // The relay sleeps until nextWakeUp: one in the past means it would
         // spin (a zero-delay timer that finds nothing to do, again and again).
@@ -308,8 +313,11 @@ struct SessionRun {
                 output = output.dropFirst(script.handshakeResponse.count)
             }
             let checker = WireCheck(
-                direction: direction, deflate: script.deflate, traits: script.traits,
-                injectsReserved: script.injectsReserved, mayEndInsideAFrame: script.traits.limitsBytes
+                direction: direction,
+                deflate: script.deflate,
+                traits: script.traits,
+                injectsReserved: script.injectsReserved,
+                mayEndInsideAFrame: script.traits.limitsBytes
             )
             let received = checker.check(output)
             if script.traits.keepsMessages && !script.injectsData {
@@ -332,7 +340,8 @@ struct SessionRun {
         case .receive(let direction, let bytes): return "\(direction.name) sends \(bytes.count) bytes \(hex(bytes))"
         case .advance(let nanoseconds): return "time +\(Double(nanoseconds) / 1e6) ms"
         case .advanceToWakeUp(let offset): return "time to the next wake-up \(offset) ns"
-        case .inject(let message, let direction): return "control API injects \(message.opcode.name) of \(message.payload.count) bytes \(direction.name)"
+        case .inject(let message, let direction):
+            return "control API injects \(message.opcode.name) of \(message.payload.count) bytes \(direction.name)"
         case .pause(let pause, let direction): return "\(pause ? "pause" : "resume") \(direction.name)"
         case .end(let direction, let full): return "the \(direction.name) sender \(full ? "closes" : "half-closes")"
         case .update(let picks): return "rules now \(picks.map { "\($0.rule.id) \($0.rule.action.name)" })"

@@ -88,7 +88,10 @@ func decode(
             case .frame(let header, let payload):
                 checkHeader(header)
                 check(wholeFrames, "a whole frame without yieldsWholeFrames")
-                check(UInt64(payload.readableBytes) == header.payloadLength, "whole frame with \(payload.readableBytes) of \(header.payloadLength) bytes")
+                check(
+                    UInt64(payload.readableBytes) == header.payloadLength,
+                    "whole frame with \(payload.readableBytes) of \(header.payloadLength) bytes"
+                )
                 frames.append(DecodedFrame(header: header, payload: Array(buffer: payload), ended: true))
                 accounted += header.headerLength + payload.readableBytes
             case .payload(let piece):
@@ -194,7 +197,8 @@ func referenceFrames(_ bytes: [UInt8]) -> [DecodedFrame] {
     var frames: [DecodedFrame] = []
     var index = 0
     while bytes.count - index >= 2 {
-        let first = bytes[index], second = bytes[index + 1]
+        let first = bytes[index]
+        let second = bytes[index + 1]
         let masked = second & 0x80 != 0
         var length = UInt64(second & 0x7F)
         let extra = length == 127 ? 8 : length == 126 ? 2 : 0
@@ -206,7 +210,10 @@ func referenceFrames(_ bytes: [UInt8]) -> [DecodedFrame] {
         }
         let keyBytes = masked ? Array(bytes[(index + 2 + extra)..<(index + headerLength)]) : nil
         let header = FrameHeader(
-            fin: first & 0x80 != 0, rsv1: first & 0x40 != 0, rsv2: first & 0x20 != 0, rsv3: first & 0x10 != 0,
+            fin: first & 0x80 != 0,
+            rsv1: first & 0x40 != 0,
+            rsv2: first & 0x20 != 0,
+            rsv3: first & 0x10 != 0,
             opcode: WebSocketOpcode(rawValue: first & 0x0F),
             maskingKey: keyBytes.map { MaskingKey($0[0], $0[1], $0[2], $0[3]) },
             payloadLength: length,

@@ -14,11 +14,15 @@ public func fuzzFrameDecoder(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CI
         print("start \(script.start), opened \(String(describing: byRecords.opened)), frames \(frames), messages \(messages)")
         for direction in Direction.allCases {
             for frame in byRecords.frames[direction] ?? [] {
-                print("  \(direction.name) frame \(frame.header.opcode) rsv1 \(frame.header.rsv1) \(frame.payload.count)B findings \(frame.findings.map(\.kind))")
+                print(
+                    "  \(direction.name) frame \(frame.header.opcode) rsv1 \(frame.header.rsv1) \(frame.payload.count)B findings \(frame.findings.map(\.kind))"
+                )
             }
             for message in byRecords.messages[direction] ?? [] {
                 let text = String(decoding: message.payload, as: UTF8.self).debugDescription
-                print("  \(direction.name) message \(message.opcode) compressed \(message.compressed) wire \(message.wireLength)B length \(message.length)B \(text) inflateError \(String(describing: message.inflateError)) findings \(message.findings.map(\.kind))")
+                print(
+                    "  \(direction.name) message \(message.opcode) compressed \(message.compressed) wire \(message.wireLength)B length \(message.length)B \(text) inflateError \(String(describing: message.inflateError)) findings \(message.findings.map(\.kind))"
+                )
             }
         }
     }

@@ -69,15 +69,21 @@ struct Outcome: Equatable {
         case .frame(let frame):
             frames[frame.direction, default: []].append(
                 Frame(
-                    header: frame.header, payload: Array(buffer: frame.payload), payloadTruncated: frame.payloadTruncated,
-                    isCompressed: frame.isCompressed, close: frame.close, findings: frame.findings
+                    header: frame.header,
+                    payload: Array(buffer: frame.payload),
+                    payloadTruncated: frame.payloadTruncated,
+                    isCompressed: frame.isCompressed,
+                    close: frame.close,
+                    findings: frame.findings
                 )
             )
         case .message(let message):
             messages[message.direction, default: []].append(Message(message))
         case .connectionClosed(let closed):
             self.closed = Closed(
-                reason: closed.reason, clientToServer: closed.clientToServer, serverToClient: closed.serverToClient,
+                reason: closed.reason,
+                clientToServer: closed.clientToServer,
+                serverToClient: closed.serverToClient,
                 findingCount: closed.findingCount
             )
         case .handshakeRejected, .finding, .gap, .fault:
@@ -89,12 +95,14 @@ struct Outcome: Equatable {
     func difference(from other: Outcome) -> String {
         if opened != other.opened { return "opened \(String(describing: opened)) vs \(String(describing: other.opened))" }
         for direction in Direction.allCases {
-            let mine = frames[direction] ?? [], theirs = other.frames[direction] ?? []
+            let mine = frames[direction] ?? []
+            let theirs = other.frames[direction] ?? []
             for (index, (a, b)) in zip(mine, theirs).enumerated() where a != b {
                 return "\(direction.name) frame \(index): \(a) vs \(b)"
             }
             if mine.count != theirs.count { return "\(direction.name): \(mine.count) vs \(theirs.count) frames" }
-            let myMessages = messages[direction] ?? [], theirMessages = other.messages[direction] ?? []
+            let myMessages = messages[direction] ?? []
+            let theirMessages = other.messages[direction] ?? []
             for (index, (a, b)) in zip(myMessages, theirMessages).enumerated() where a != b {
                 return "\(direction.name) message \(index): \(a) vs \(b)"
             }
@@ -112,7 +120,9 @@ let clientAndServer = ConnectionEndpoints(client: "192.0.2.1:50000", server: "19
 /// hold once the connection is finished; returns the reduced outcome.
 func observe(_ script: Script, feeding: Feeding) -> Outcome {
     var observer = ConnectionObserver(
-        id: 1, endpoints: clientAndServer, startsAtBeginning: script.start != .midStream,
+        id: 1,
+        endpoints: clientAndServer,
+        startsAtBeginning: script.start != .midStream,
         configuration: script.configuration
     )
     var checker = EventChecker(retainedLimit: script.configuration.maximumRetainedPayload)

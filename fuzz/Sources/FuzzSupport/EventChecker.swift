@@ -156,7 +156,10 @@ public struct EventChecker {
         check(UInt64(kept) <= message.length, "message payload \(kept) bytes > length \(message.length)")
         check(kept <= max(retainedLimit, 0), "message payload \(kept) bytes > retention limit \(retainedLimit)")
         if !message.compressed {
-            check(message.length == message.wireLength, "uncompressed message length \(message.length) != wire length \(message.wireLength)")
+            check(
+                message.length == message.wireLength,
+                "uncompressed message length \(message.length) != wire length \(message.wireLength)"
+            )
             check(message.inflateError == nil, "uncompressed message with an inflate error")
         }
         if !message.payloadTruncated {
