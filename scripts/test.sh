@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-dependencies.sh --test
 
+echo "== format (swift format lint --strict, .swift-format; fix with: swift format -i -r Sources Tests fuzz/Sources)"
+swift format lint --strict -r Package.swift Sources Tests fuzz/Package.swift fuzz/Sources
+
 echo "== build (warnings are errors)"
 swift build --build-tests
 
