@@ -36,8 +36,8 @@ spread of the rates.
 Two scenarios show what Nagle's algorithm costs in a relay. 16B-split writes each frame in two
 parts, its header and then its payload, as a client that writes a frame's pieces separately does:
 the payload waits for the ACK of the header, which the server delays (RFC 1122 4.2.3.2) because it
-has nothing to answer yet. 16B-note sends a text notification, which the echo server does not
-answer, right before each binary message: the message waits for the ACK of the notification.
+has nothing to answer yet. 16B-note sends a text notification ("note", which the echo server
+does not answer) right before each binary message: the message waits for the ACK of the notification.
 
 Each wsinspect target is compared with the socat that uses the same socket options
 (socat-nd for the default, socat for --nagle), and also with plain socat. TCP_NODELAY
@@ -98,14 +98,16 @@ SCENARIOS = [
 
 ECHO_SERVER_JS = r"""
 'use strict';
-// Echo server: every binary message goes back to its sender, unchanged; text messages are
-// notifications, which it does not answer.
+// Echo server: every message goes back to its sender, unchanged, but the text message "note",
+// a notification, which it does not answer.
 const { WebSocketServer } = require('ws');
 const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false,
                                   maxPayload: 256 * 1024 * 1024 });
 wss.on('connection', (ws) => {
   ws.on('error', () => {});
-  ws.on('message', (data, isBinary) => { if (isBinary) ws.send(data, { binary: true }); });
+  ws.on('message', (data, isBinary) => {
+    if (isBinary || data.length !== 4 || data.toString() !== 'note') ws.send(data, { binary: isBinary });
+  });
 });
 wss.on('listening', () => process.stdout.write(`LISTENING ${wss.address().port}\n`));
 """
