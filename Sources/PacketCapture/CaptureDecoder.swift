@@ -61,9 +61,39 @@ public struct CaptureDecoder {
         var counted = EventQueue.Tally()
     }
 
+    /// Where a connection that has ended stopped, per side: the sequence
+    /// number after the last byte (and FIN) each side sent.
+    fileprivate struct EndedFlow {
+        var client: Endpoint?
+        var clientNext: UInt32?
+        var serverNext: UInt32?
+        /// Which entry of `endedOrder` this is, so that a port pair that
+        /// ended twice is forgotten only with its last ending.
+        var generation: Int
+
+        /// Whether `segment`, which carries data, is a straggler of this
+        /// connection: at or before where its side stopped (a retransmission).
+        /// Data beyond that point, or from a side whose end is unknown, is
+        /// left to start a connection seen mid-stream.
+        func holds(_ segment: TCPSegmentView) -> Bool {
+            guard let client else { return false }
+            guard let next = segment.source == client ? clientNext : serverNext else { return false }
+            let behind = Int64(Int32(bitPattern: next &- segment.sequenceNumber))
+            return (0...(1 << 30)).contains(behind)
+        }
+    }
+
     public var configuration: Configuration
     public private(set) var statistics = CaptureStatistics()
     private var index: [FlowKey: Int] = [:]
+    /// Connections that ended by FIN or reset, remembered by port pair (the
+    /// last `endedMemory` of them): Linux keeps a closed connection's port
+    /// pair in TIME_WAIT for 60 s, and a segment retransmitted late still
+    /// reaches the capture after both FINs.
+    private var ended: [FlowKey: EndedFlow] = [:]
+    private var endedOrder = CircularBuffer<(key: FlowKey, generation: Int)>()
+    private var endedCount = 0
+    static let endedMemory = 4096
     /// The slot of a recently seen flow, by a few bits of its fingerprint:
     /// most packets belong to a flow seen just before, and this check is
     /// cheaper than the index's hashing.
@@ -132,6 +162,10 @@ public struct CaptureDecoder {
             // Only a SYN or data starts tracking a connection: a lone ACK, FIN
             // or RST is the tail of one that has ended (or began unseen).
             guard segment.syn || !segment.payload.isEmpty || segment.missingPayload > 0 else { return }
+            if !segment.syn, let endedFlow = ended[key], endedFlow.holds(segment) {
+                statistics.skip(.afterConnectionEnded)
+                return
+            }
             slot = open(key, time: time)
         }
         guard let slot else { return }
@@ -169,7 +203,24 @@ public struct CaptureDecoder {
         }
         index[key] = slot
         recentFlows[key.recentBucket] = (key, slot)
+        ended[key] = nil
         return slot
+    }
+
+    /// Remembers where an ended connection stopped (see ``EndedFlow``),
+    /// forgetting the oldest beyond ``endedMemory``.
+    private mutating func remember(_ flow: Flow) {
+        endedCount += 1
+        ended[flow.key] = EndedFlow(
+            client: flow.client,
+            clientNext: flow.toServer.nextSequence,
+            serverNext: flow.toClient.nextSequence,
+            generation: endedCount
+        )
+        endedOrder.append((flow.key, endedCount))
+        if endedOrder.count > Self.endedMemory, let oldest = endedOrder.popFirst(), ended[oldest.key]?.generation == oldest.generation {
+            ended[oldest.key] = nil
+        }
     }
 
     private mutating func end(slot: Int, reason: ConnectionClosed.Reason, at time: Timestamp) {
@@ -184,6 +235,7 @@ public struct CaptureDecoder {
             statistics.findings += flow.observer!.findingCount
         }
         if index[flow.key] == slot { index[flow.key] = nil }
+        if reason != .endOfCapture { remember(flow) }
         for bucket in recentFlows.indices where recentFlows[bucket]?.slot == slot {
             recentFlows[bucket] = nil
         }

@@ -35,6 +35,7 @@ public struct CaptureStatistics: Hashable, Sendable {
         case .ipFragment: key = "IP fragment"
         case .truncatedHeaders: key = "headers cut short"
         case .malformed: key = "malformed IP header"
+        case .afterConnectionEnded: key = "segment after its connection ended"
         }
         skipped[key, default: 0] += 1
     }

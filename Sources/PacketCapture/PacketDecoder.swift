@@ -25,6 +25,10 @@ public enum PacketSkipReason: Error, Hashable, Sendable {
     case ipFragment
     case truncatedHeaders
     case malformed
+    /// Data for a connection that has already ended (both FINs, or a reset),
+    /// from before where it ended: a late retransmission. It is not the start
+    /// of a new connection, which would begin with a SYN.
+    case afterConnectionEnded
 }
 
 /// Link-layer, IP and TCP header decoding (RFC 791, RFC 8200, RFC 9293):

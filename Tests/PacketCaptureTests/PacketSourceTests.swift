@@ -95,6 +95,45 @@ import WebSocketWire
         #expect(statistics.findings == 0)
     }
 
+    /// Data retransmitted after both FINs (seen on loopback captures) belongs
+    /// to the ended connection: it is counted as skipped, not decoded as a
+    /// new connection seen mid-stream (nor is the reset the peer answers it
+    /// with, as ever). A new SYN on the same port pair is a new connection.
+    @Test func segmentsAfterTheEndAreNotANewConnection() throws {
+        var packets = Self.session()
+        let requestLength = UInt32(packets[2].count - 54)
+        let response = Array(packets[3].dropFirst(54))
+        let clientNext = 1 + requestLength + 2 * 11
+        let serverNext = 5001 + UInt32(response.count)
+        packets += [
+            Self.packet(fromClient: true, sequence: clientNext, flags: 0x11, payload: []),  // FIN, ACK
+            Self.packet(fromClient: false, sequence: serverNext, flags: 0x11, payload: []),  // FIN, ACK
+            Self.packet(fromClient: false, sequence: 5001, flags: 0x18, payload: response),  // late retransmission
+            Self.packet(fromClient: true, sequence: clientNext - 5, flags: 0x04, payload: []),  // RST answering it
+        ]
+        let path = try Self.write(Self.pcap(packets: packets))
+        defer { unlink(path) }
+        let (_, statistics) = try Self.decode(path)
+        #expect(statistics.tcpConnections == 1)
+        #expect(statistics.webSocketConnections == 1)
+        #expect(statistics.findings == 0)
+        #expect(statistics.skipped == ["segment after its connection ended": 1])
+
+        let request = Array(packets[2].dropFirst(54))
+        packets += [
+            Self.packet(fromClient: true, sequence: 90_000, flags: 0x02, payload: []),
+            Self.packet(fromClient: false, sequence: 7000, flags: 0x12, payload: []),
+            Self.packet(fromClient: true, sequence: 90_001, flags: 0x18, payload: request),
+            Self.packet(fromClient: false, sequence: 7001, flags: 0x18, payload: response),
+        ]
+        let reused = try Self.write(Self.pcap(packets: packets))
+        defer { unlink(reused) }
+        let (_, again) = try Self.decode(reused)
+        #expect(again.tcpConnections == 2)
+        #expect(again.webSocketConnections == 2)
+        #expect(again.findings == 0)
+    }
+
     static func bytes(hex: String) -> [UInt8] {
         var out: [UInt8] = []
         var index = hex.startIndex
