@@ -111,13 +111,14 @@ import WebSocketWire
             Self.packet(fromClient: false, sequence: 5001, flags: 0x18, payload: response),  // late retransmission
             Self.packet(fromClient: true, sequence: clientNext - 5, flags: 0x04, payload: []),  // RST answering it
         ]
-        let path = try Self.write(Self.pcap(packets: packets))
-        defer { unlink(path) }
-        let (_, statistics) = try Self.decode(path)
-        #expect(statistics.tcpConnections == 1)
-        #expect(statistics.webSocketConnections == 1)
-        #expect(statistics.findings == 0)
-        #expect(statistics.skipped == ["segment after its connection ended": 1])
+        func statistics() throws -> CaptureStatistics {
+            let path = try Self.write(Self.pcap(packets: packets))
+            defer { unlink(path) }
+            return try Self.decode(path).statistics
+        }
+        let ended = try statistics()
+        #expect(ended.tcpConnections == 1 && ended.webSocketConnections == 1 && ended.findings == 0)
+        #expect(ended.skipped == ["segment after its connection ended": 1])
 
         let request = Array(packets[2].dropFirst(54))
         packets += [
@@ -126,12 +127,8 @@ import WebSocketWire
             Self.packet(fromClient: true, sequence: 90_001, flags: 0x18, payload: request),
             Self.packet(fromClient: false, sequence: 7001, flags: 0x18, payload: response),
         ]
-        let reused = try Self.write(Self.pcap(packets: packets))
-        defer { unlink(reused) }
-        let (_, again) = try Self.decode(reused)
-        #expect(again.tcpConnections == 2)
-        #expect(again.webSocketConnections == 2)
-        #expect(again.findings == 0)
+        let reused = try statistics()
+        #expect(reused.tcpConnections == 2 && reused.webSocketConnections == 2 && reused.findings == 0)
     }
 
     static func bytes(hex: String) -> [UInt8] {
