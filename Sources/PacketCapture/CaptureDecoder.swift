@@ -62,7 +62,7 @@ public struct CaptureDecoder {
     }
 
     /// Where a connection that has ended stopped, per side: the sequence
-    /// number after the last byte (and FIN) each side sent.
+    /// number after the last byte each side sent (its reassembler's next).
     fileprivate struct EndedFlow {
         var client: Endpoint?
         var clientNext: UInt32?
