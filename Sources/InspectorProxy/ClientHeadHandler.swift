@@ -153,7 +153,7 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.autoRead, value: false)
-            .channelOption(.tcpOption(.tcp_nodelay), value: configuration.sendsImmediately ? 1 : 0)
+            .channelOption(.tcpOption(.tcp_nodelay), value: configuration.nagle.initialNoDelay ? 1 : 0)
             .channelOption(.recvAllocator, value: ProxyConfiguration.readSizes)
             .connectTimeout(.seconds(10))
             .connect(host: upstream.host, port: upstream.port)
@@ -225,10 +225,10 @@ final class ClientHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
                 endpoints: ConnectionEndpoints(client: client, server: server),
                 sink: sink
             )
-            (clientSide, upstreamSide) = relay.makeHandlers()
+            (clientSide, upstreamSide) = relay.makeHandlers(nagle: configuration.nagle)
             faultRelay = relay
         } else {
-            (clientSide, upstreamSide) = RelayHandler.pair(tap: tap) { reason in
+            (clientSide, upstreamSide) = RelayHandler.pair(tap: tap, nagle: configuration.nagle) { reason in
                 tap.finish(reason)
             }
         }

@@ -45,9 +45,9 @@ final class FaultRelay {
     }
 
     /// The two handlers: the client side's reads travel to the server.
-    func makeHandlers() -> (client: FaultRelayHandler, upstream: FaultRelayHandler) {
-        let client = FaultRelayHandler(relay: self, direction: .clientToServer)
-        let upstream = FaultRelayHandler(relay: self, direction: .serverToClient)
+    func makeHandlers(nagle: ProxyConfiguration.Nagle) -> (client: FaultRelayHandler, upstream: FaultRelayHandler) {
+        let client = FaultRelayHandler(relay: self, direction: .clientToServer, nagle: nagle)
+        let upstream = FaultRelayHandler(relay: self, direction: .serverToClient, nagle: nagle)
         self.client = client
         self.upstream = upstream
         controller.register(self, id: session.connection, on: eventLoop)
@@ -245,10 +245,13 @@ final class FaultRelayHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var closed = false
+    /// When this handler's socket may gather small writes.
+    private var nagle: NagleSwitch
 
-    init(relay: FaultRelay, direction: Direction) {
+    init(relay: FaultRelay, direction: Direction, nagle: ProxyConfiguration.Nagle) {
         self.relay = relay
         self.direction = direction
+        self.nagle = NagleSwitch(policy: nagle)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -260,6 +263,7 @@ final class FaultRelayHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        nagle.peerSent()
         relay.receive(unwrapInboundIn(data), from: direction)
     }
 
@@ -310,7 +314,9 @@ final class FaultRelayHandler: ChannelDuplexHandler {
     }
 
     func flush() {
-        context?.flush()
+        guard let context else { return }
+        context.perform(nagle.willFlush()) { [weak self] in self?.nagle.holdExpired() ?? false }
+        context.flush()
     }
 
     func closeOutput() {

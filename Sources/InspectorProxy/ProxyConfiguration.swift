@@ -25,16 +25,26 @@ public struct ProxyConfiguration: Sendable {
     public var handshakeTimeout: Int64 = 10
     /// Seconds without traffic either way before a connection is closed; 0 = never.
     public var idleTimeout: Int64 = 0
-    /// Send what was read at once (TCP_NODELAY on both sockets), the default:
-    /// the proxy adds no delay of its own. `false` lets Nagle's algorithm
-    /// (RFC 896) gather small writes while earlier ones are unacknowledged,
-    /// as a plain relay such as socat does by default: fewer segments, so
-    /// less CPU for the proxy and both peers under many small messages, at
-    /// the price of waits for delayed ACKs (RFC 1122 4.2.3.2): the payload
-    /// of a frame written as header, then payload, or a message sent right
-    /// after one the server does not answer, waits ~43 ms for the server's
-    /// ACK of what came first (`--nagle`).
-    public var sendsImmediately = true
+    /// When Nagle's algorithm (RFC 896) may gather the proxy's small writes
+    /// into fewer segments, on both sockets of every connection.
+    public enum Nagle: String, Sendable, CaseIterable {
+        /// Only while the peer is behind, never for the first writes after
+        /// it spoke, and never for more than a millisecond (``NagleSwitch``):
+        /// segments as few as socat's under a pipeline of small messages,
+        /// without its delayed-ACK waits.
+        case auto
+        /// Always, as socat does by default: a frame written as header, then
+        /// payload, or a message right after one the server does not answer,
+        /// waits ~40 ms for the server's delayed ACK (RFC 1122 4.2.3.2).
+        case on
+        /// Never (TCP_NODELAY): every read is sent at once, one segment each.
+        case off
+
+        /// TCP_NODELAY when a connection opens.
+        var initialNoDelay: Bool { self != .on }
+    }
+
+    public var nagle = Nagle.auto
     /// For a `wss://` upstream: a PEM file of CA certificates to trust instead
     /// of the system's; `nil` uses the system trust store.
     public var upstreamCAFile: String?

@@ -71,8 +71,8 @@ public final class ProxyServer: Sendable {
             // TCP-level options (`.socketOption(.tcp_nodelay)` would set
             // SOL_SOCKET option 1, SO_DEBUG); accepted sockets inherit the
             // listener's, and get their own too.
-            .serverChannelOption(.tcpOption(.tcp_nodelay), value: configuration.sendsImmediately ? 1 : 0)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: configuration.sendsImmediately ? 1 : 0)
+            .serverChannelOption(.tcpOption(.tcp_nodelay), value: configuration.nagle.initialNoDelay ? 1 : 0)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: configuration.nagle.initialNoDelay ? 1 : 0)
             .childChannelOption(.recvAllocator, value: ProxyConfiguration.readSizes)
             .childChannelInitializer { channel in
                 let id = counter.next()

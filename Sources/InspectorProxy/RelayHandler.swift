@@ -25,20 +25,29 @@ final class RelayHandler: ChannelDuplexHandler {
     /// Which way the bytes this handler reads travel.
     private let direction: Direction
     private let onClose: (ConnectionClosed.Reason) -> Void
+    /// When this handler's socket may gather small writes.
+    private var nagle: NagleSwitch
 
-    private init(tap: ConnectionTap, direction: Direction, onClose: @escaping (ConnectionClosed.Reason) -> Void) {
+    private init(
+        tap: ConnectionTap,
+        direction: Direction,
+        nagle: ProxyConfiguration.Nagle,
+        onClose: @escaping (ConnectionClosed.Reason) -> Void
+    ) {
         self.tap = tap
         self.direction = direction
+        self.nagle = NagleSwitch(policy: nagle)
         self.onClose = onClose
     }
 
     /// A pair for the client side and the upstream side of one connection.
     static func pair(
         tap: ConnectionTap,
+        nagle: ProxyConfiguration.Nagle,
         onClose: @escaping (ConnectionClosed.Reason) -> Void
     ) -> (client: RelayHandler, upstream: RelayHandler) {
-        let client = RelayHandler(tap: tap, direction: .clientToServer, onClose: onClose)
-        let upstream = RelayHandler(tap: tap, direction: .serverToClient, onClose: onClose)
+        let client = RelayHandler(tap: tap, direction: .clientToServer, nagle: nagle, onClose: onClose)
+        let upstream = RelayHandler(tap: tap, direction: .serverToClient, nagle: nagle, onClose: onClose)
         client.partner = upstream
         upstream.partner = client
         return (client, upstream)
@@ -54,6 +63,7 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        nagle.peerSent()
         let bytes = unwrapInboundIn(data)
         partner?.partnerWrite(bytes)
         unobserved.append(bytes)
@@ -112,7 +122,9 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     private func partnerFlush() {
-        context?.flush()
+        guard let context else { return }
+        context.perform(nagle.willFlush()) { [weak self] in self?.nagle.holdExpired() ?? false }
+        context.flush()
     }
 
     private func partnerWriteEOF() {

@@ -71,12 +71,19 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .long, help: "Close connections idle for this many seconds (0 = never).")
     var idleTimeout: Int64 = 0
 
-    @Flag(
+    @Option(
         name: .long,
-        help:
-            "Let Nagle's algorithm gather small writes on both sockets, as socat does by default: fewer segments for many small messages, but a message can wait ~40 ms for a delayed ACK (default: send each read at once, TCP_NODELAY)."
+        help: ArgumentHelp(
+            "When Nagle's algorithm may gather small writes into fewer segments.",
+            discussion: """
+                auto (the default): only while the receiving peer is two or more writes behind, and for at most 1 ms; \
+                the first writes after it spoke go out at once. on: always, as socat does by default; a frame written \
+                as header then payload, or a message right after one the server does not answer, can wait ~40 ms \
+                for a delayed ACK. off: never (TCP_NODELAY), one segment per read.
+                """
+        )
     )
-    var nagle = false
+    var nagle = ProxyConfiguration.Nagle.auto
 
     @Option(
         name: .long,
@@ -229,7 +236,7 @@ struct ProxyCommand: ParsableCommand {
         configuration.addForwardedFor = forwardedFor
         configuration.handshakeTimeout = handshakeTimeout
         configuration.idleTimeout = idleTimeout
-        configuration.sendsImmediately = !nagle
+        configuration.nagle = nagle
         // Text is kept longer than binary: typical JSON messages are then
         // logged whole, while large binary messages, previewed in base64
         // twice (frame and message), would make the log heavier than the
@@ -338,3 +345,4 @@ struct ProxyCommand: ParsableCommand {
 }
 
 extension ProxyConfiguration.Mode: ExpressibleByArgument {}
+extension ProxyConfiguration.Nagle: ExpressibleByArgument {}
