@@ -183,16 +183,20 @@ def find_binary(arg: str | None) -> Path:
     return path
 
 
+# Arguments every proxy gets (--proxy-args).
+PROXY_ARGS: list[str] = []
+
+
 class Proxy(pb.Proxy):
     """proxy-benchmark.py's proxy (`--format jsonl --log WORKDIR/NAME.jsonl`, fresh), with `--rules FILE`
     (seed 7) when rules is not None."""
 
     def __init__(self, binary: Path, echo_port: int, workdir: Path, name: str, rules: list | None):
-        args = []
+        args = PROXY_ARGS.copy()
         if rules is not None:
             rules_path = workdir / f"{name}.rules.json"
             rules_path.write_text(json.dumps({"seed": SEED, "rules": rules}))
-            args = ["--rules", str(rules_path)]
+            args += ["--rules", str(rules_path)]
         super().__init__(binary, echo_port, workdir / f"{name}.jsonl", workdir, args=args,
                          what=f"wsinspect proxy ({name})")
 
@@ -549,7 +553,10 @@ def main() -> int:
     ap.add_argument("--binary", help="wsinspect binary (default .build/release/wsinspect)")
     ap.add_argument("--quick", action="store_true", help="fewer samples and shorter runs (~1 min)")
     ap.add_argument("--only", help="comma-separated parts to run: 1,2,3 (default all)")
+    ap.add_argument("--proxy-args", default="",
+                    help="extra arguments for every wsinspect proxy, e.g. \"--nagle off\" (split on spaces)")
     args = ap.parse_args()
+    PROXY_ARGS.extend(args.proxy_args.split())
     parts = set((args.only or "1,2,3").split(","))
     if not parts <= {"1", "2", "3"}:
         die(f"--only: parts are 1, 2, 3 (got {args.only})")
