@@ -310,6 +310,7 @@ final class FaultRelayHandler: ChannelDuplexHandler {
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
     func write(_ bytes: ByteBuffer) {
+        nagle.willWrite(bytes.readableBytes)
         context?.write(wrapOutboundOut(bytes), promise: nil)
     }
 

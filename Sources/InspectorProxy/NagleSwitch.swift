@@ -3,7 +3,7 @@ import NIOCore
 /// Decides, flush by flush, whether Nagle's algorithm (RFC 896) may hold
 /// back a socket's small writes: the sans-IO half of `--nagle auto`. The
 /// handler that writes to the socket tells it when the peer sent data and
-/// performs the ``Step`` it returns before each flush.
+/// how much it writes, and performs the ``Step`` it returns before each flush.
 ///
 /// Why: a relay that sends every read at once (TCP_NODELAY) spends a segment,
 /// and a wake-up of the receiving peer, on each small read. Under a pipeline
@@ -22,7 +22,9 @@ import NIOCore
 /// notification, one request) go out at once, and turning Nagle's
 /// algorithm off again pushes out anything held (Linux's TCP_NODELAY does).
 /// A held write still waits at most ``longestHold``: the peer may be behind
-/// on requests it will never answer.
+/// on requests it will never answer. And a flush of ``largeFlush`` bytes or
+/// more goes out at once: it fills segments of its own, so gathering would
+/// only hold back the end of a large message.
 struct NagleSwitch {
     /// Flushes to a peer, since it last sent data, after which Nagle's
     /// algorithm gathers: two lets a frame's header and payload, or a
@@ -30,6 +32,8 @@ struct NagleSwitch {
     static let flushesBeforeGathering = 2
     /// How long a write may be held for a delayed ACK before it is pushed.
     static let longestHold = TimeAmount.milliseconds(1)
+    /// Bytes in one flush from which it is sent at once.
+    static let largeFlush = 8 * 1024
 
     /// What the handler does before a flush.
     struct Step: Equatable {
@@ -46,6 +50,8 @@ struct NagleSwitch {
     /// Whether the socket has Nagle's algorithm on now (TCP_NODELAY off).
     private(set) var gathers: Bool
     private var holdTimerArmed = false
+    /// Bytes written since the last flush.
+    private var unflushedBytes = 0
 
     /// `policy` as given by `--nagle`; the socket starts with TCP_NODELAY
     /// set accordingly (``ProxyConfiguration/Nagle/initialNoDelay``).
@@ -59,10 +65,16 @@ struct NagleSwitch {
         unansweredFlushes = 0
     }
 
+    /// Bytes are written to the peer, to go with the next flush.
+    mutating func willWrite(_ count: Int) {
+        unflushedBytes += count
+    }
+
     /// Before each flush to the peer.
     mutating func willFlush() -> Step {
+        defer { unflushedBytes = 0 }
         guard policy == .auto else { return Step() }
-        let gather = unansweredFlushes >= Self.flushesBeforeGathering
+        let gather = unansweredFlushes >= Self.flushesBeforeGathering && unflushedBytes < Self.largeFlush
         unansweredFlushes = min(unansweredFlushes + 1, Self.flushesBeforeGathering)
         var step = Step()
         if gather != gathers {

@@ -118,6 +118,7 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     private func partnerWrite(_ bytes: ByteBuffer) {
+        nagle.willWrite(bytes.readableBytes)
         context?.write(wrapOutboundOut(bytes), promise: nil)
     }
 

@@ -41,6 +41,18 @@ struct NagleSwitchTests {
         #expect(steps == [Self.rearm, Self.stopGathering, Self.leaveAsIs, Self.startGathering])
     }
 
+    @Test func aLargeFlushGoesOutAtOnce() {
+        var nagle = NagleSwitch(policy: .auto)
+        var steps = (0..<3).map { _ in nagle.willFlush() }
+        nagle.willWrite(NagleSwitch.largeFlush - 1)
+        nagle.willWrite(1)
+        steps.append(nagle.willFlush())  // a large message's end is not held back
+        steps.append(nagle.willFlush())  // small again, and the peer is still behind: the push is still armed
+        #expect(
+            steps == [Self.leaveAsIs, Self.leaveAsIs, Self.startGathering, Self.stopGathering, NagleSwitch.Step(noDelay: false)]
+        )
+    }
+
     @Test(arguments: [ProxyConfiguration.Nagle.on, .off])
     func fixedPoliciesNeverSwitch(policy: ProxyConfiguration.Nagle) {
         var nagle = NagleSwitch(policy: policy)
