@@ -17,14 +17,14 @@ import NIOCore
 ///
 /// So Nagle's algorithm is on only while the peer is behind: at least
 /// ``flushesBeforeGathering`` flushes went to it since it last sent data.
-/// A peer with that much to answer answers soon, and its answer carries the
-/// ACK that frees what is held. The first writes after the peer spoke (a header, a
-/// notification, one request) go out at once, and turning Nagle's
-/// algorithm off again pushes out anything held (Linux's TCP_NODELAY does).
-/// A held write still waits at most ``longestHold``: the peer may be behind
-/// on requests it will never answer. And a flush of ``largeFlush`` bytes or
-/// more goes out at once: it fills segments of its own, so gathering would
-/// only hold back the end of a large message.
+/// A peer with that much to answer answers soon, and its answer carries
+/// the ACK that frees what is held. The first writes after the peer spoke
+/// (a header, a notification, one request) go out at once, and turning
+/// Nagle's algorithm off again pushes out anything held (Linux's
+/// TCP_NODELAY does). A held write still waits at most ``longestHold``:
+/// the peer may be behind on requests it will never answer. And a flush
+/// of ``largeFlush`` bytes or more goes out at once: it fills segments of
+/// its own, so gathering would only hold back the end of a large message.
 struct NagleSwitch {
     /// Flushes to a peer, since it last sent data, after which Nagle's
     /// algorithm gathers: two lets a frame's header and payload, or a
