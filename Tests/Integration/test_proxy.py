@@ -2095,7 +2095,8 @@ def test_forward_mode_reports_tls_tunnels_and_rejects_origin_form(wsinspect_bin,
     assert "carries TLS; relayed without decoding" in proxy.stderr(), proxy.stderr()
 
 
-def test_mode_and_upstream_are_checked(wsinspect_bin):
-    for args in (["proxy"], ["proxy", "--mode", "forward", "--upstream", "ws://127.0.0.1:9"]):
+def test_mode_upstream_and_nagle_are_checked(wsinspect_bin):
+    for args in (["proxy"], ["proxy", "--mode", "forward", "--upstream", "ws://127.0.0.1:9"],
+                 ["proxy", "--upstream", "ws://127.0.0.1:9", "--nagle", "sometimes"]):
         r = subprocess.run([str(wsinspect_bin), *args], capture_output=True, text=True, timeout=10)
         assert r.returncode == 64 and r.stderr.startswith("wsinspect: "), (args, r.stderr)
