@@ -42,6 +42,9 @@ struct NagleSwitch {
         var noDelay: Bool?
         /// Arm a timer for ``longestHold`` that calls ``holdExpired()``.
         var armsHoldTimer = false
+
+        /// Nothing to do but flush.
+        static let none = Step()
     }
 
     private let policy: ProxyConfiguration.Nagle
@@ -70,7 +73,7 @@ struct NagleSwitch {
         unflushedBytes += count
     }
 
-    /// Before each flush to the peer.
+    /// Before each flush to the peer; most flushes return ``Step/none``.
     mutating func willFlush() -> Step {
         defer { unflushedBytes = 0 }
         guard policy == .auto else { return Step() }
@@ -100,7 +103,9 @@ struct NagleSwitch {
 extension ChannelHandlerContext {
     /// Carries out a ``NagleSwitch/Step`` on this handler's socket. Once an
     /// armed timer fires, `holdExpired` (the switch's ``NagleSwitch/holdExpired()``)
-    /// says whether to push out what Nagle's algorithm may hold.
+    /// says whether to push out what Nagle's algorithm may hold. Callers skip
+    /// ``NagleSwitch/Step/none``, so that a flush with nothing to switch
+    /// builds no closure.
     func perform(_ step: NagleSwitch.Step, holdExpired: @escaping () -> Bool) {
         if let noDelay = step.noDelay {
             channel.setNoDelay(noDelay)

@@ -124,7 +124,11 @@ final class RelayHandler: ChannelDuplexHandler {
 
     private func partnerFlush() {
         guard let context else { return }
-        context.perform(nagle.willFlush()) { [weak self] in self?.nagle.holdExpired() ?? false }
+        let step = nagle.willFlush()
+        if step != .none {
+            // Held for at most the hold time; a weak reference would slow every retain of this handler.
+            context.perform(step) { self.nagle.holdExpired() }
+        }
         context.flush()
     }
 

@@ -10,7 +10,7 @@ struct NagleSwitchTests {
     /// Gathering off: TCP_NODELAY on, which also sends what was held.
     private static let stopGathering = NagleSwitch.Step(noDelay: true)
     private static let rearm = NagleSwitch.Step(armsHoldTimer: true)
-    private static let leaveAsIs = NagleSwitch.Step()
+    private static let leaveAsIs = NagleSwitch.Step.none
 
     @Test func aFrameInTwoWritesAndAMessageAfterANotificationGoOutAtOnce() {
         var nagle = NagleSwitch(policy: .auto)
