@@ -234,7 +234,7 @@ final class FaultRelay {
 
 /// One side of a faulting relay: hands what it reads to the ``FaultRelay``
 /// and writes what the relay tells it to.
-final class FaultRelayHandler: ChannelDuplexHandler {
+final class FaultRelayHandler: ChannelDuplexHandler, NagleSwitched {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -246,7 +246,7 @@ final class FaultRelayHandler: ChannelDuplexHandler {
     private var pendingRead = false
     private var closed = false
     /// When this handler's socket may gather small writes.
-    private var nagle: NagleSwitch
+    var nagle: NagleSwitch
 
     init(relay: FaultRelay, direction: Direction, nagle: ProxyConfiguration.Nagle) {
         self.relay = relay
@@ -316,12 +316,7 @@ final class FaultRelayHandler: ChannelDuplexHandler {
 
     func flush() {
         guard let context else { return }
-        let step = nagle.willFlush()
-        if step != .none {
-            // Held for at most the hold time; a weak reference would slow every retain of this handler.
-            context.perform(step) { self.nagle.holdExpired() }
-        }
-        context.flush()
+        flushSwitchingNagle(context)
     }
 
     func closeOutput() {

@@ -100,25 +100,33 @@ struct NagleSwitch {
     }
 }
 
-extension ChannelHandlerContext {
-    /// Carries out a ``NagleSwitch/Step`` on this handler's socket. Once an
-    /// armed timer fires, `holdExpired` (the switch's ``NagleSwitch/holdExpired()``)
-    /// says whether to push out what Nagle's algorithm may hold. Callers skip
-    /// ``NagleSwitch/Step/none``, so that a flush with nothing to switch
-    /// builds no closure.
-    func perform(_ step: NagleSwitch.Step, holdExpired: @escaping () -> Bool) {
+/// A handler whose socket's Nagle's algorithm a ``NagleSwitch`` runs: both
+/// relay handlers, which share the flush below.
+protocol NagleSwitched: AnyObject {
+    var nagle: NagleSwitch { get set }
+}
+
+extension NagleSwitched {
+    /// Carries out what ``NagleSwitch/willFlush()`` asks on the socket of
+    /// `context`, then flushes it. Only a step that arms the hold timer
+    /// builds a closure; it holds the handler strongly, for at most
+    /// ``NagleSwitch/longestHold`` (a weak reference would slow every
+    /// retain of the handler).
+    func flushSwitchingNagle(_ context: ChannelHandlerContext) {
+        let step = nagle.willFlush()
         if let noDelay = step.noDelay {
-            channel.setNoDelay(noDelay)
+            context.channel.setNoDelay(noDelay)
         }
         if step.armsHoldTimer {
-            let channel = self.channel
-            eventLoop.assumeIsolated().scheduleTask(in: NagleSwitch.longestHold) {
-                guard holdExpired() else { return }
+            let channel = context.channel
+            context.eventLoop.assumeIsolated().scheduleTask(in: NagleSwitch.longestHold) {
+                guard self.nagle.holdExpired() else { return }
                 // Setting TCP_NODELAY sends what is held; clearing it gathers again.
                 channel.setNoDelay(true)
                 channel.setNoDelay(false)
             }
         }
+        context.flush()
     }
 }
 

@@ -10,7 +10,7 @@ import Glibc
 /// the other writes, unchanged and in order. Reads are only asked for while
 /// the partner can take more (back-pressure, bounded memory), half-closes
 /// pass through, and every byte is shown to the tap on its way.
-final class RelayHandler: ChannelDuplexHandler {
+final class RelayHandler: ChannelDuplexHandler, NagleSwitched {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -26,7 +26,7 @@ final class RelayHandler: ChannelDuplexHandler {
     private let direction: Direction
     private let onClose: (ConnectionClosed.Reason) -> Void
     /// When this handler's socket may gather small writes.
-    private var nagle: NagleSwitch
+    var nagle: NagleSwitch
 
     private init(
         tap: ConnectionTap,
@@ -124,12 +124,7 @@ final class RelayHandler: ChannelDuplexHandler {
 
     private func partnerFlush() {
         guard let context else { return }
-        let step = nagle.willFlush()
-        if step != .none {
-            // Held for at most the hold time; a weak reference would slow every retain of this handler.
-            context.perform(step) { self.nagle.holdExpired() }
-        }
-        context.flush()
+        flushSwitchingNagle(context)
     }
 
     private func partnerWriteEOF() {

@@ -78,9 +78,8 @@ struct ProxyCommand: ParsableCommand {
             discussion: """
                 auto (the default): only while the receiving peer is two or more writes behind, and for at most 1 ms; \
                 the first writes after it spoke, and writes of 8 KiB or more, go out at once. on: always, as socat \
-                does by default; a frame written \
-                as header then payload, or a message right after one the server does not answer, can wait ~40 ms \
-                for a delayed ACK. off: never (TCP_NODELAY), one segment per read.
+                does by default; a frame written as header then payload, or a message right after one the server \
+                does not answer, can wait ~40 ms for a delayed ACK. off: never (TCP_NODELAY), one segment per read.
                 """
         )
     )
